@@ -1,0 +1,104 @@
+"""The base class of every invertible block."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from torch import Tensor, nn
+
+__all__ = ["InvertibleModule", "LogDet", "Shape", "sum_except_batch"]
+
+Shape = tuple[int, ...]
+"""The shape of one tensor without its batch dimension."""
+
+LogDet = Tensor | float | None
+"""What a block returns as log-determinant: a ``(batch,)`` tensor, a constant (a Python
+number or a 0-dim tensor, for blocks whose log-det does not depend on the input), or
+``None`` when called with ``jac=False``."""
+
+
+class InvertibleModule(nn.Module):
+    r"""Base class of every invertible block: a bijection :math:`f` with its log-det.
+
+    A block maps a tuple of input tensors to a tuple of output tensors and back. Shapes
+    exclude the batch dimension; all tensors of one call share the batch size ``B``.
+
+    **The contract** (what a subclass implements):
+
+    * ``__init__(dims_in, dims_c=None, **hyperparameters)``: ``dims_in`` is a list of input
+      shapes, ``dims_c`` a list of condition shapes (empty without conditions). Call
+      ``super().__init__(dims_in, dims_c)`` first.
+    * ``output_dims(input_dims) -> list of shapes``: the shapes ``forward`` returns for
+      inputs of shapes ``input_dims``. The graph uses it to infer shapes at construction.
+    * ``forward(x_or_z, c=(), rev=False, jac=True) -> (outputs, log_det)``:
+
+      - ``rev=False``: ``x_or_z`` are the inputs :math:`x`; return :math:`z = f(x; c)`
+        and :math:`\log|\det \partial f / \partial x|`.
+      - ``rev=True``: ``x_or_z`` are the outputs :math:`z`; return :math:`x = f^{-1}(z; c)`
+        and :math:`\log|\det \partial f^{-1} / \partial z| = -\log|\det J_f(x)|`.
+      - ``outputs`` is always a tuple, even for one tensor.
+      - ``log_det`` is a ``(B,)`` tensor, or a constant (a Python number or 0-dim tensor)
+        for blocks whose log-det does not depend on the input (permutations, Haar
+        wavelets). With ``jac=False`` it may be ``None``. The graph turns constants into
+        ``(B,)`` tensors, so they never reach the user.
+      - Never modify an input tensor in place; keep fixed tensors in buffers, not
+        parameters; keep the forward and inverse paths free of host synchronisation
+        (``.item()``, ``bool(tensor)``) so that graphs run on any device and compile.
+
+    :mod:`invgraph.testing` checks all of this on any block
+    (:func:`invgraph.testing.check_block`).
+
+    Arguments:
+        dims_in: Input shapes, one tuple per input, without the batch dimension.
+        dims_c: Condition shapes, one tuple per condition.
+
+    Example:
+        >>> import math, torch
+        >>> from invgraph.modules import InvertibleModule
+        >>> class Double(InvertibleModule):
+        ...     '''z = 2 x element-wise; log|det J| = n log 2, a constant.'''
+        ...     def forward(self, x_or_z, c=(), rev=False, jac=True):
+        ...         (x,) = x_or_z
+        ...         log_det = math.prod(self.dims_in[0]) * math.log(2.0)
+        ...         if rev:
+        ...             return (x / 2,), -log_det
+        ...         return (x * 2,), log_det
+        ...     def output_dims(self, input_dims):
+        ...         return list(input_dims)
+        >>> block = Double([(3,)])
+        >>> (z,), log_det = block((torch.ones(4, 3),))
+        >>> z[0].tolist(), round(log_det, 4)
+        ([2.0, 2.0, 2.0], 2.0794)
+    """
+
+    def __init__(
+        self, dims_in: Iterable[Sequence[int]], dims_c: Iterable[Sequence[int]] | None = None
+    ):
+        super().__init__()
+        self.dims_in: list[Shape] = [tuple(int(d) for d in shape) for shape in dims_in]
+        self.dims_c: list[Shape] = [tuple(int(d) for d in shape) for shape in (dims_c or [])]
+
+    def forward(
+        self,
+        x_or_z: tuple[Tensor, ...],
+        c: Sequence[Tensor] = (),
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor, ...], LogDet]:
+        """Run the block forward (``rev=False``) or inverse (``rev=True``); see the class."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward()")
+
+    def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
+        """The output shapes for inputs of shapes ``input_dims`` (batch dimension excluded)."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement output_dims()")
+
+    def extra_repr(self) -> str:
+        text = f"dims_in={self.dims_in}"
+        if self.dims_c:
+            text += f", dims_c={self.dims_c}"
+        return text
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
