@@ -1,0 +1,394 @@
+"""Graph nodes: what a user declares, one node per block, connected through ports.
+
+A node owns one block and knows its input ports, its condition ports and the shapes that
+flow through them. Shapes are inferred eagerly, when the node is built, so a mistake is
+reported at the line that makes it, not deep inside a training step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from typing import Any, Union
+
+from torch import nn
+
+from ..errors import InvGraphError
+from ..modules.base import InvertibleModule, Shape
+
+__all__ = [
+    "AbstractNode",
+    "ConditionNode",
+    "FeedForwardNode",
+    "InputNode",
+    "Node",
+    "OutputNode",
+    "Port",
+]
+
+Port = tuple["AbstractNode", int]
+"""An output port: ``(node, index)``. ``node.out0`` is ``(node, 0)``."""
+
+PortLike = Union["AbstractNode", Port]
+"""A node (meaning its port 0) or a port."""
+
+_creation_order = itertools.count()
+
+
+def _format_shapes(shapes: Sequence[Shape]) -> str:
+    return "[" + ", ".join(str(tuple(s)) for s in shapes) + "]"
+
+
+def port_name(port: Port) -> str:
+    """``'name'.outK``: how messages refer to a port."""
+    node, index = port
+    return f"{node.name!r}.out{index}"
+
+
+class AbstractNode:
+    """What every node shares: a name, input and condition ports, shapes, a module.
+
+    Subclasses differ in what they compute (:class:`Node`: an invertible block;
+    :class:`FeedForwardNode`: a plain network feeding conditions) or in being the graph's
+    boundary (:class:`InputNode`, :class:`ConditionNode`, :class:`OutputNode`).
+
+    Attributes:
+        name: The node's name, unique enough to find it with
+            :meth:`~invgraph.framework.GraphINN.get_node_by_name`.
+        inputs: Data ports this node consumes, in order.
+        conditions: Condition ports this node reads, in order.
+        input_dims: Shapes of ``inputs`` (batch dimension excluded).
+        condition_dims: Shapes of ``conditions``.
+        output_dims: Shapes of this node's output ports.
+        outputs: For each output port, the ``(node, input index)`` consuming it, or ``None``.
+        module: The block (``None`` for boundary nodes).
+    """
+
+    #: Whether this node's outputs may be consumed as data (condition sources may not).
+    _data_outputs: bool = True
+
+    def __init__(
+        self,
+        inputs: PortLike | Sequence[PortLike],
+        module_type: Any,
+        module_args: dict[str, Any] | None = None,
+        conditions: PortLike | Sequence[PortLike] | None = None,
+        name: str | None = None,
+    ):
+        self._order = next(_creation_order)
+        self.module_type = module_type
+        self.module_args = module_args
+        self.name: str = name if name is not None else f"{self._default_name()}_{self._order}"
+        self.inputs: list[Port] = self._parse_ports(inputs, "input")
+        self.conditions: list[Port] = self._parse_ports(conditions, "condition")
+        self.input_dims: list[Shape] = [src.output_dims[i] for src, i in self.inputs]
+        self.condition_dims: list[Shape] = [src.output_dims[i] for src, i in self.conditions]
+        for source, index in self.inputs:
+            if not source._data_outputs:
+                raise InvGraphError(
+                    f"{self._label()}: port {port_name((source, index))} of "
+                    f"{type(source).__name__} can only be used as a condition, not as data "
+                    f"(pass it in conditions=...)"
+                )
+
+        self.module, output_dims = self._build_module()
+        self.output_dims: list[Shape] = [tuple(int(d) for d in s) for s in output_dims]
+        self.outputs: list[tuple[AbstractNode, int] | None] = [None] * len(self.output_dims)
+        self.condition_consumers: list[AbstractNode] = []
+
+        # Claim the input ports only once everything above succeeded, so that a failed
+        # construction leaves the graph as it was.
+        for in_index, (source, out_index) in enumerate(self.inputs):
+            consumer = source.outputs[out_index]
+            if consumer is not None:
+                other, other_index = consumer
+                raise InvGraphError(
+                    f"{self._label()}: input {in_index} is port "
+                    f"{port_name((source, out_index))}, which already feeds input "
+                    f"{other_index} of node {other.name!r}. A data port feeds exactly one "
+                    f"node (a copy is not invertible); to reuse a tensor, pass it as a "
+                    f"condition, or split it with Split"
+                )
+        for in_index, (source, out_index) in enumerate(self.inputs):
+            source.outputs[out_index] = (self, in_index)
+        for source, _ in self.conditions:
+            if self not in source.condition_consumers:
+                source.condition_consumers.append(self)
+
+    # ----------------------------------------------------------------- construction
+    def _default_name(self) -> str:
+        module_type = self.module_type
+        if module_type is None:
+            return type(self).__name__
+        if isinstance(module_type, nn.Module):
+            return type(module_type).__name__
+        return getattr(module_type, "__name__", type(self).__name__)
+
+    def _label(self) -> str:
+        return f"{type(self).__name__} {self.name!r}"
+
+    def _parse_ports(self, ports: Any, role: str) -> list[Port]:
+        """Accept a node, a ``(node, i)`` port, or a list of those; return ports."""
+        if ports is None:
+            return []
+        if isinstance(ports, AbstractNode) or _is_port(ports):
+            ports = [ports]
+        if not isinstance(ports, (list, tuple)):
+            raise InvGraphError(
+                f"{self._label()}: cannot read {role}s {ports!r}: give a node, a "
+                f"(node, index) port such as node.out1, or a list of those"
+            )
+        parsed = []
+        for position, item in enumerate(ports):
+            if isinstance(item, AbstractNode):
+                item = (item, 0)
+            if not _is_port(item):
+                raise InvGraphError(
+                    f"{self._label()}: {role} {position} is {item!r}, not a node or a "
+                    f"(node, index) port"
+                )
+            source, index = item
+            if not 0 <= index < len(source.output_dims):
+                raise InvGraphError(
+                    f"{self._label()}: {role} {position} asks for port out{index} of node "
+                    f"{source.name!r}, which has {len(source.output_dims)} output port(s)"
+                )
+            parsed.append((source, index))
+        return parsed
+
+    def _build_module(self) -> tuple[nn.Module | None, list[Shape]]:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- access
+    def __getattr__(self, attribute: str) -> Port:
+        # node.out0, node.out1, ...: the node's output ports. A missing one raises an
+        # AttributeError (not InvGraphError), as attribute access must for hasattr().
+        if attribute.startswith("out") and attribute[3:].isdigit():
+            index = int(attribute[3:])
+            if index < len(self.__dict__.get("output_dims", ())):
+                return (self, index)
+            raise AttributeError(
+                f"{self._label()} has {len(self.__dict__.get('output_dims', ()))} output "
+                f"port(s); there is no {attribute}"
+            )
+        raise AttributeError(attribute)
+
+    def __str__(self) -> str:
+        block = type(self.module).__name__ if self.module is not None else type(self).__name__
+        inputs = _format_shapes(self.input_dims)
+        if self.condition_dims:
+            inputs += f" | c={_format_shapes(self.condition_dims)}"
+        return f"{self.name}: {inputs} -> {block} -> {_format_shapes(self.output_dims)}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _is_port(item: Any) -> bool:
+    return (
+        isinstance(item, tuple)
+        and len(item) == 2
+        and isinstance(item[0], AbstractNode)
+        and isinstance(item[1], int)
+    )
+
+
+class Node(AbstractNode):
+    """A node computing an invertible block.
+
+    Arguments:
+        inputs: The data ports the block consumes: a node (its port 0), a ``(node, i)``
+            port such as ``node.out1``, or a list of those.
+        module_type: An :class:`~invgraph.modules.InvertibleModule` class, built as
+            ``module_type(input_dims, dims_c=condition_dims, **module_args)``, or an
+            already built block whose ``dims_in`` match the inputs.
+        module_args: Keyword arguments for ``module_type``.
+        conditions: Condition ports: from a :class:`ConditionNode`, a
+            :class:`FeedForwardNode`, or any data port in the graph (a condition does not
+            consume the port). In the inverse pass a data port used as a condition carries
+            its reconstructed value.
+        name: The node's name; defaults to the block's class name and a counter.
+
+    Example:
+        >>> import invgraph as ig
+        >>> x = ig.InputNode(4, 8, 8, name="x")
+        >>> haar = ig.Node(x, ig.HaarDownsampling, name="haar")
+        >>> print(haar)
+        haar: [(4, 8, 8)] -> HaarDownsampling -> [(16, 4, 4)]
+    """
+
+    def _build_module(self) -> tuple[nn.Module, list[Shape]]:
+        given = self.module_type
+        if isinstance(given, nn.Module):
+            if self.module_args:
+                raise InvGraphError(
+                    f"{self._label()}: got a built {type(given).__name__} and module_args; "
+                    f"give either a class with its arguments or a built block"
+                )
+            if not isinstance(given, InvertibleModule):
+                raise InvGraphError(
+                    f"{self._label()}: {type(given).__name__} is not an InvertibleModule"
+                )
+            expected = [tuple(d) for d in given.dims_in]
+            if expected != self.input_dims:
+                raise InvGraphError(
+                    f"{self._label()}: the built {type(given).__name__} expects inputs "
+                    f"{_format_shapes(expected)}, but its input ports carry "
+                    f"{_format_shapes(self.input_dims)}"
+                )
+            if [tuple(d) for d in given.dims_c] != self.condition_dims:
+                raise InvGraphError(
+                    f"{self._label()}: the built {type(given).__name__} expects conditions "
+                    f"{_format_shapes(given.dims_c)}, but its condition ports carry "
+                    f"{_format_shapes(self.condition_dims)}"
+                )
+            module = given
+            self.module_type = type(given)
+        else:
+            args = dict(self.module_args or {})
+            if self.conditions:
+                args["dims_c"] = self.condition_dims
+            try:
+                module = given(self.input_dims, **args)
+            except InvGraphError as error:
+                raise InvGraphError(f"{self._label()}: {error}") from error
+        _refuse_bare_single_output(self, module)
+        try:
+            output_dims = module.output_dims(self.input_dims)
+        except InvGraphError as error:
+            raise InvGraphError(f"{self._label()}: {error}") from error
+        return module, output_dims
+
+
+def _refuse_bare_single_output(node: AbstractNode, module: nn.Module) -> None:
+    """A nested graph must return tuples, as every block does."""
+    if getattr(module, "force_tuple_output", True) is False and len(module.output_dims()) == 1:
+        raise InvGraphError(
+            f"{node._label()}: a nested {type(module).__name__} with one output returns a "
+            f"bare tensor; build it with force_tuple_output=True to use it as a block"
+        )
+
+
+class _SourceNode(AbstractNode):
+    """A graph boundary that provides a tensor: an input or a condition."""
+
+    def __init__(self, *dims: int, name: str | None = None):
+        if not dims:
+            raise InvGraphError(
+                f"{type(self).__name__} {name!r}: needs at least one dimension "
+                f"(the batch dimension is implicit)"
+            )
+        if not all(isinstance(d, int) and d > 0 for d in dims):
+            raise InvGraphError(
+                f"{type(self).__name__} {name!r}: dimensions must be positive integers, got {dims}"
+            )
+        self.dims: Shape = tuple(dims)
+        super().__init__([], None, name=name)
+
+    def _build_module(self) -> tuple[None, list[Shape]]:
+        return None, [self.dims]
+
+
+class InputNode(_SourceNode):
+    """A graph input: data ``x`` in the forward pass, an output in the inverse pass.
+
+    Arguments:
+        *dims: The shape of one sample (the batch dimension is implicit).
+        name: The node's name.
+
+    Example:
+        >>> import invgraph as ig
+        >>> print(ig.InputNode(3, 32, 32, name="image"))
+        image: [] -> InputNode -> [(3, 32, 32)]
+    """
+
+
+class ConditionNode(_SourceNode):
+    """A condition input ``c``, given in both directions; feeds conditions only.
+
+    Arguments:
+        *dims: The shape of one sample (the batch dimension is implicit).
+        name: The node's name.
+
+    Example:
+        >>> import invgraph as ig
+        >>> print(ig.ConditionNode(10, name="label"))
+        label: [] -> ConditionNode -> [(10,)]
+    """
+
+    _data_outputs = False
+
+
+class OutputNode(AbstractNode):
+    """A graph output: a latent ``z`` in the forward pass, an input in the inverse pass.
+
+    A latent split off at any depth is simply another output node.
+
+    Arguments:
+        inputs: The port it collects: a node (its port 0) or ``(node, i)``.
+        name: The node's name.
+    """
+
+    def __init__(self, inputs: PortLike, name: str | None = None):
+        super().__init__(inputs, None, name=name)
+        if len(self.inputs) != 1:
+            raise InvGraphError(
+                f"{self._label()}: collects exactly one port, got {len(self.inputs)}"
+            )
+
+    def _build_module(self) -> tuple[None, list[Shape]]:
+        return None, []
+
+
+class FeedForwardNode(AbstractNode):
+    """A plain (non-invertible) network whose output feeds conditions only.
+
+    It computes ``module(*conditions)`` in both directions, so a conditioning network
+    (for example a CNN summarising an observation for a cINN) is trained end to end with
+    the flow. Its output may not be consumed as data.
+
+    Arguments:
+        conditions: The ports it reads (condition nodes or any port of the graph).
+        output_dims: The shape of its single output, without the batch dimension.
+        module_type: An ``nn.Module`` class, built as ``module_type(**module_args)``, or a
+            built module.
+        module_args: Keyword arguments for ``module_type``.
+        name: The node's name.
+
+    Example:
+        >>> import torch, invgraph as ig
+        >>> y = ig.ConditionNode(2, name="y")
+        >>> features = ig.FeedForwardNode(y, (16,), torch.nn.Linear,
+        ...                               {"in_features": 2, "out_features": 16})
+        >>> features.output_dims
+        [(16,)]
+    """
+
+    _data_outputs = False
+
+    def __init__(
+        self,
+        conditions: PortLike | Sequence[PortLike],
+        output_dims: Iterable[int],
+        module_type: Any,
+        module_args: dict[str, Any] | None = None,
+        name: str | None = None,
+    ):
+        self._declared_output = tuple(int(d) for d in output_dims)
+        super().__init__([], module_type, module_args, conditions=conditions, name=name)
+        if not self.conditions:
+            raise InvGraphError(f"{self._label()}: needs at least one condition port to read")
+
+    def _build_module(self) -> tuple[nn.Module, list[Shape]]:
+        given = self.module_type
+        if isinstance(given, nn.Module):
+            if self.module_args:
+                raise InvGraphError(
+                    f"{self._label()}: got a built {type(given).__name__} and module_args; "
+                    f"give either a class with its arguments or a built module"
+                )
+            module = given
+            self.module_type = type(given)
+        else:
+            module = given(**(self.module_args or {}))
+        return module, [self._declared_output]
