@@ -1,0 +1,149 @@
+"""One registry of every block: each property test in the suite is swept over ``BLOCKS``.
+
+Adding a block to the sweep is adding one :class:`BlockCase` line: an id for the test names
+and a factory that builds the block. Random inputs and conditions come from the block's
+``dims_in`` and ``dims_c``; :func:`invgraph.testing.check_block` perturbs its parameters, so
+blocks initialised to the identity are tested away from it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from invgraph.framework import ConditionNode, GraphINN, InputNode, Node, OutputNode, SequenceINN
+from invgraph.modules import (
+    Concat,
+    Flatten,
+    HaarDownsampling,
+    HaarUpsampling,
+    Inverse,
+    InvertibleModule,
+    IRevNetDownsampling,
+    IRevNetUpsampling,
+    PermuteRandom,
+    Reshape,
+    Split,
+)
+from invgraph.modules.base import Shape
+
+__all__ = ["BLOCKS", "BlockCase", "ConditionalAffineCoupling"]
+
+
+class ConditionalAffineCoupling(InvertibleModule):
+    r"""A minimal conditional affine coupling, for the tests only (the real ones come later).
+
+    :math:`x = [x_1, x_2]`, :math:`(s, t) = \mathrm{net}([x_1, c])`,
+    :math:`z = [x_1, x_2 e^{s} + t]`, :math:`\log|\det J| = \sum s`, with :math:`s` soft
+    clamped to :math:`(-2, 2)`. The subnet's last layer starts at zero (the identity), as
+    real couplings do.
+    """
+
+    def __init__(
+        self, dims_in: Sequence[Shape], dims_c: Sequence[Shape] | None = None, hidden: int = 8
+    ):
+        super().__init__(dims_in, dims_c)
+        (n,) = self.dims_in[0]
+        self.split = (n // 2, n - n // 2)
+        n_cond = sum(math.prod(shape) for shape in self.dims_c)
+        self.subnet = nn.Sequential(
+            nn.Linear(self.split[0] + n_cond, hidden),
+            nn.Tanh(),
+            nn.Linear(hidden, 2 * self.split[1]),
+        )
+        nn.init.zeros_(self.subnet[-1].weight)
+        nn.init.zeros_(self.subnet[-1].bias)
+
+    def forward(
+        self,
+        x_or_z: tuple[Tensor, ...],
+        c: Sequence[Tensor] = (),
+        rev: bool = False,
+        jac: bool = True,
+    ) -> tuple[tuple[Tensor, ...], Tensor]:
+        x1, x2 = x_or_z[0].split(self.split, dim=1)
+        conditions = [condition.flatten(1) for condition in c]
+        s, t = self.subnet(torch.cat([x1, *conditions], dim=1)).chunk(2, dim=1)
+        s = 2.0 * torch.tanh(s / 2.0)
+        if rev:
+            return (torch.cat([x1, (x2 - t) * torch.exp(-s)], dim=1),), -s.sum(dim=1)
+        return (torch.cat([x1, x2 * torch.exp(s) + t], dim=1),), s.sum(dim=1)
+
+    def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
+        return list(input_dims)
+
+
+@dataclass(frozen=True)
+class BlockCase:
+    """One entry of the sweep.
+
+    Attributes:
+        id: The name in test ids, e.g. ``"split-sizes"``.
+        factory: Builds the block (called afresh by every test).
+        known_failures: Checks this block is known to fail, with the reason (an issue);
+            the sweep marks them ``xfail(strict=True)``, so a fix is noticed.
+    """
+
+    id: str
+    factory: Callable[[], InvertibleModule]
+    known_failures: Mapping[str, str] = field(default_factory=dict)
+
+
+def _multiscale_graph() -> GraphINN:
+    """Haar -> flatten -> split; a conditional coupling on one half, a permutation on the other."""
+    x, c = InputNode(2, 4, 4, name="x"), ConditionNode(3, name="c")
+    haar = Node(x, HaarDownsampling, {}, name="haar")
+    flat = Node(haar, Flatten, {}, name="flatten")
+    split = Node(flat, Split, {"section_sizes": [26, 6]}, name="split")
+    coupling = Node(split.out1, ConditionalAffineCoupling, {}, conditions=c, name="coupling")
+    permute = Node(split.out0, PermuteRandom, {"seed": 0}, name="permute")
+    concat = Node([permute.out0, coupling.out0], Concat, {}, name="concat")
+    return GraphINN([x, c, haar, flat, split, coupling, permute, concat, OutputNode(concat)])
+
+
+def _two_output_graph() -> GraphINN:
+    """Two inputs, concatenated, coupled, split into two outputs."""
+    a, b, c = InputNode(2, name="a"), InputNode(4, name="b"), ConditionNode(3, name="c")
+    concat = Node([a, b], Concat, {}, name="concat")
+    coupling = Node(concat, ConditionalAffineCoupling, {}, conditions=c, name="coupling")
+    split = Node(coupling, Split, {"section_sizes": [1, 5]}, name="split")
+    nodes = [a, b, c, concat, coupling, split, OutputNode(split.out0), OutputNode(split.out1)]
+    return GraphINN(nodes)
+
+
+def _sequence() -> SequenceINN:
+    inn = SequenceINN(6)
+    inn.append(ConditionalAffineCoupling, cond=0, cond_shape=(3,))
+    inn.append(PermuteRandom, seed=3)
+    inn.append(ConditionalAffineCoupling, cond=0, cond_shape=(3,))
+    return inn
+
+
+BLOCKS: list[BlockCase] = [
+    BlockCase("split-sizes", lambda: Split([(6, 4)], section_sizes=[2, 4])),
+    BlockCase("split-3-sections", lambda: Split([(6,)], n_sections=3)),
+    BlockCase("split-dim1", lambda: Split([(2, 4, 4)], section_sizes=[1, 3], dim=1)),
+    BlockCase("concat-2", lambda: Concat([(2, 4), (3, 4)])),
+    BlockCase("concat-3", lambda: Concat([(2,), (3,), (1,)])),
+    BlockCase("concat-dim1", lambda: Concat([(2, 1, 4), (2, 3, 4)], dim=1)),
+    BlockCase("flatten", lambda: Flatten([(2, 4, 4)])),
+    BlockCase("reshape", lambda: Reshape([(2, 4, 4)], output_dims=(8, 4))),
+    BlockCase("haar", lambda: HaarDownsampling([(2, 4, 4)])),
+    BlockCase("haar-wavelet-order", lambda: HaarDownsampling([(2, 4, 4)], order_by_wavelet=True)),
+    BlockCase("haar-rebalance", lambda: HaarDownsampling([(2, 4, 4)], rebalance=0.5)),
+    BlockCase("haar-up", lambda: HaarUpsampling([(8, 2, 2)])),
+    BlockCase("irevnet-down", lambda: IRevNetDownsampling([(2, 4, 4)])),
+    BlockCase("irevnet-up", lambda: IRevNetUpsampling([(8, 2, 2)])),
+    BlockCase("permute-vector", lambda: PermuteRandom([(7,)], seed=0)),
+    BlockCase("permute-image", lambda: PermuteRandom([(4, 2, 2)], seed=1)),
+    BlockCase("inverse-haar", lambda: Inverse(HaarDownsampling([(2, 4, 4)], rebalance=0.5))),
+    BlockCase("inverse-permute", lambda: Inverse(PermuteRandom([(6,)], seed=2))),
+    BlockCase("cond-coupling", lambda: ConditionalAffineCoupling([(6,)], dims_c=[(3,)])),
+    BlockCase("graph-multiscale", _multiscale_graph),
+    BlockCase("graph-two-outputs", _two_output_graph),
+    BlockCase("sequence", _sequence),
+]
