@@ -1,0 +1,208 @@
+"""What the graph engine costs over a bare Python loop calling the same modules.
+
+A chain of 32 affine coupling blocks + 32 random permutations on 8-D data, batch 256, one
+thread. Three runners share the very same module objects (and so the same weights):
+
+* ``bare``: a Python loop ``for m in modules: (x,), j = m((x,), jac=True); ld = ld + j``;
+* ``invgraph``: :class:`invgraph.GraphINN` over nodes holding those modules;
+* ``freia``: FrEIA 0.2's ``GraphINN`` (when ``freia`` is installed: ``pip install freia==0.2``).
+
+For each we time the forward pass, the inverse pass and a training step (forward,
+maximum-likelihood loss, backward, Adam step), interleaving the runners round by round and
+taking medians, and print each runner's time as a ratio to ``bare``. Absolute times vary
+between machines; the ratios are the result.
+
+Run: ``python benchmarks/overhead.py`` (about a minute; ``--rounds`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+import invgraph as ig
+from invgraph.modules import InvertibleModule
+
+DIMS = 8
+BATCH = 256
+N_COUPLINGS = 32
+HIDDEN = 64
+
+
+class MinimalCoupling(InvertibleModule):
+    """A GLOW-style affine coupling, written out: enough to measure the engine."""
+
+    def __init__(self, dims_in, dims_c=None):
+        super().__init__(dims_in, dims_c)
+        self.half = dims_in[0][0] // 2
+        rest = dims_in[0][0] - self.half
+        self.net1 = nn.Sequential(
+            nn.Linear(self.half, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * rest)
+        )
+        self.net2 = nn.Sequential(
+            nn.Linear(rest, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, 2 * self.half)
+        )
+
+    @staticmethod
+    def _affine(net: nn.Module, cond: Tensor, x: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
+        log_scale, shift = net(cond).chunk(2, dim=1)
+        log_scale = torch.tanh(log_scale)
+        if rev:
+            return (x - shift) * torch.exp(-log_scale), -log_scale.sum(dim=1)
+        return x * torch.exp(log_scale) + shift, log_scale.sum(dim=1)
+
+    def forward(self, x_or_z, c=(), rev=False, jac=True):
+        a, b = x_or_z[0][:, : self.half], x_or_z[0][:, self.half :]
+        if not rev:
+            b, log_det_b = self._affine(self.net1, a, b, rev)
+            a, log_det_a = self._affine(self.net2, b, a, rev)
+        else:
+            a, log_det_a = self._affine(self.net2, b, a, rev)
+            b, log_det_b = self._affine(self.net1, a, b, rev)
+        return (torch.cat([a, b], dim=1),), log_det_a + log_det_b
+
+    def output_dims(self, input_dims):
+        return list(input_dims)
+
+
+def block_specs() -> list[tuple[type, dict]]:
+    specs = []
+    for k in range(N_COUPLINGS):
+        specs += [(MinimalCoupling, {}), (ig.PermuteRandom, {"seed": k})]
+    return specs
+
+
+def build_invgraph(modules: list[nn.Module]) -> ig.GraphINN:
+    node = ig.InputNode(DIMS, name="x")
+    nodes = [node]
+    for module in modules:
+        node = ig.Node(node, module)
+        nodes.append(node)
+    nodes.append(ig.OutputNode(node, name="z"))
+    return ig.GraphINN(nodes)
+
+
+def build_freia():
+    """FrEIA 0.2's GraphINN over the same block classes, or ``None`` without freia."""
+    try:
+        import FrEIA.framework as ff
+    except ImportError:
+        return None
+    node = ff.InputNode(DIMS, name="x")
+    nodes = [node]
+    for block, args in block_specs():
+        node = ff.Node(node, block, args)
+        nodes.append(node)
+    nodes.append(ff.OutputNode(node, name="z"))
+    return ff.GraphINN(nodes)
+
+
+def bare_runner(modules: list[nn.Module]) -> Callable:
+    def run(x: Tensor, rev: bool = False):
+        log_det = 0.0
+        for module in reversed(modules) if rev else modules:
+            (x,), block_log_det = module((x,), rev=rev, jac=True)
+            log_det = log_det + block_log_det
+        return x, log_det
+
+    return run
+
+
+def measure(runners: dict[str, Callable], params: list[nn.Parameter], rounds: int, reps: int):
+    """Per task and runner: the median over rounds of (runner time / bare time).
+
+    Each round times every runner back to back (in alternating order), so a ratio compares
+    measurements taken within milliseconds of each other; the median over rounds discards
+    rounds disturbed by other work on the machine.
+    """
+    optimizer = torch.optim.Adam(params, lr=1e-5)
+    x = torch.randn(BATCH, DIMS)
+
+    def forward(run):
+        with torch.no_grad():
+            run(x)
+
+    def inverse(run):
+        with torch.no_grad():
+            run(x, rev=True)
+
+    def train_step(run):
+        optimizer.zero_grad(set_to_none=True)
+        z, log_det = run(x)
+        loss = (0.5 * z.pow(2).sum(dim=1) - log_det).mean()
+        loss.backward()
+        optimizer.step()
+
+    tasks = {"forward": forward, "inverse": inverse, "training step": train_step}
+    ratios = {task: {name: [] for name in runners} for task in tasks}
+    bare_ms = {}
+    for task, body in tasks.items():
+        for run in runners.values():  # warm-up
+            for _ in range(3):
+                body(run)
+        bare_times = []
+        for round_index in range(rounds):
+            names = list(runners)[:: -1 if round_index % 2 else 1]
+            elapsed = {}
+            for name in names:
+                start = time.perf_counter()
+                for _ in range(reps):
+                    body(runners[name])
+                elapsed[name] = time.perf_counter() - start
+            for name in runners:
+                ratios[task][name].append(elapsed[name] / elapsed["bare"])
+            bare_times.append(elapsed["bare"] / reps * 1e3)
+        bare_ms[task] = statistics.median(bare_times)
+    medians = {
+        task: {n: statistics.median(v) for n, v in per.items()} for task, per in ratios.items()
+    }
+    return medians, bare_ms
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=41)
+    parser.add_argument("--reps", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+
+    freia = build_freia()
+    if freia is not None:
+        modules = list(freia.module_list)  # FrEIA built them: share them with every runner
+    else:
+        modules = [block(((DIMS,),), **kw) for block, kw in block_specs()]
+    inn = build_invgraph(modules)
+    runners = {"bare": bare_runner(modules), "invgraph": inn}
+    if freia is not None:
+        runners["freia"] = freia
+
+    # Same modules, same numbers: a benchmark of different computations would be void.
+    x = torch.randn(BATCH, DIMS)
+    z_bare, ld_bare = runners["bare"](x)
+    for name, run in runners.items():
+        z, log_det = run(x)
+        assert torch.allclose(z, z_bare) and torch.allclose(log_det, ld_bare), name
+
+    params = list(inn.parameters())
+    ratios, bare_ms = measure(runners, params, args.rounds, args.reps)
+    print(
+        f"chain of {N_COUPLINGS} affine couplings + {N_COUPLINGS} permutations, {DIMS}-D, "
+        f"batch {BATCH}, hidden {HIDDEN}, 1 thread; median over {args.rounds} rounds of "
+        f"{args.reps} calls each"
+    )
+    print(f"{'':15}" + "".join(f"{name:>12}" for name in runners) + "   (time / bare time)")
+    for task, per in ratios.items():
+        cells = "".join(f"{per[name]:>12.3f}" for name in runners)
+        print(f"{task:15}{cells}   bare = {bare_ms[task]:.2f} ms")
+    if freia is None:
+        print("(install freia==0.2 to print FrEIA's ratio beside ours)")
+
+
+if __name__ == "__main__":
+    main()
