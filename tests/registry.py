@@ -17,21 +17,27 @@ from torch import Tensor, nn
 
 from invgraph.framework import ConditionNode, GraphINN, InputNode, Node, OutputNode, SequenceINN
 from invgraph.modules import (
+    AffineCouplingOneSided,
     Concat,
+    ConditionalAffineTransform,
     Flatten,
+    GINCouplingBlock,
+    GLOWCouplingBlock,
     HaarDownsampling,
     HaarUpsampling,
     Inverse,
     InvertibleModule,
     IRevNetDownsampling,
     IRevNetUpsampling,
+    NICECouplingBlock,
     PermuteRandom,
     Reshape,
+    RNVPCouplingBlock,
     Split,
 )
 from invgraph.modules.base import Shape
 
-__all__ = ["BLOCKS", "BlockCase", "ConditionalAffineCoupling"]
+__all__ = ["BLOCKS", "BlockCase", "ConditionalAffineCoupling", "ConvSubnet", "DenseSubnet"]
 
 
 class ConditionalAffineCoupling(InvertibleModule):
@@ -75,6 +81,20 @@ class ConditionalAffineCoupling(InvertibleModule):
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         return list(input_dims)
+
+
+class DenseSubnet(nn.Sequential):
+    """A small MLP subnet for coupling blocks (module level, so whole models pickle)."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(nn.Linear(c_in, 16), nn.Tanh(), nn.Linear(16, c_out))
+
+
+class ConvSubnet(nn.Sequential):
+    """A small convolutional subnet for coupling blocks on images."""
+
+    def __init__(self, c_in: int, c_out: int):
+        super().__init__(nn.Conv2d(c_in, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, c_out, 1))
 
 
 @dataclass(frozen=True)
@@ -143,6 +163,20 @@ BLOCKS: list[BlockCase] = [
     BlockCase("inverse-haar", lambda: Inverse(HaarDownsampling([(2, 4, 4)], rebalance=0.5))),
     BlockCase("inverse-permute", lambda: Inverse(PermuteRandom([(6,)], seed=2))),
     BlockCase("cond-coupling", lambda: ConditionalAffineCoupling([(6,)], dims_c=[(3,)])),
+    BlockCase("nice", lambda: NICECouplingBlock([(6,)], subnet_constructor=DenseSubnet)),
+    BlockCase("rnvp-cond", lambda: RNVPCouplingBlock([(6,)], [(3,)], DenseSubnet, clamp=1.5)),
+    BlockCase("glow", lambda: GLOWCouplingBlock([(7,)], subnet_constructor=DenseSubnet)),
+    BlockCase(
+        "glow-image-vector-cond",
+        lambda: GLOWCouplingBlock([(4, 4, 4)], [(3,)], ConvSubnet, clamp_activation="TANH"),
+    ),
+    BlockCase("gin-image", lambda: GINCouplingBlock([(4, 4, 4)], subnet_constructor=ConvSubnet)),
+    BlockCase(
+        "one-sided-cond", lambda: AffineCouplingOneSided([(6,)], [(2,)], DenseSubnet, split_len=2)
+    ),
+    BlockCase(
+        "conditional-affine", lambda: ConditionalAffineTransform([(6,)], [(3,)], DenseSubnet)
+    ),
     BlockCase("graph-multiscale", _multiscale_graph),
     BlockCase("graph-two-outputs", _two_output_graph),
     BlockCase("sequence", _sequence),

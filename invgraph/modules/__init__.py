@@ -5,6 +5,15 @@ so ``from FrEIA.modules import X`` becomes ``from invgraph.modules import X``.
 """
 
 from .base import InvertibleModule
+from .coupling import (
+    AffineCouplingOneSided,
+    ConditionalAffineTransform,
+    CouplingBlock,
+    GINCouplingBlock,
+    GLOWCouplingBlock,
+    NICECouplingBlock,
+    RNVPCouplingBlock,
+)
 from .graph_topology import Concat, Split
 from .inverse import Inverse
 from .permutations import PermuteRandom
@@ -18,15 +27,22 @@ from .reshapes import (
 )
 
 __all__ = [
+    "AffineCouplingOneSided",
     "Concat",
+    "ConditionalAffineTransform",
+    "CouplingBlock",
     "Flatten",
+    "GINCouplingBlock",
+    "GLOWCouplingBlock",
     "HaarDownsampling",
     "HaarUpsampling",
     "IRevNetDownsampling",
     "IRevNetUpsampling",
     "Inverse",
     "InvertibleModule",
+    "NICECouplingBlock",
     "PermuteRandom",
+    "RNVPCouplingBlock",
     "Reshape",
     "Split",
 ]
