@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from torch import Tensor, nn
+
+from ..errors import InvGraphError
 
 __all__ = ["InvertibleModule", "LogDet", "Shape", "sum_except_batch"]
 
@@ -71,12 +74,20 @@ class InvertibleModule(nn.Module):
         ([2.0, 2.0, 2.0], 2.0794)
     """
 
+    #: Whether the block reads conditions. Blocks that don't set this to ``False``, so that
+    #: a condition wired to them is reported instead of silently ignored.
+    takes_conditions: ClassVar[bool] = True
+
     def __init__(
         self, dims_in: Iterable[Sequence[int]], dims_c: Iterable[Sequence[int]] | None = None
     ):
         super().__init__()
         self.dims_in: list[Shape] = [tuple(int(d) for d in shape) for shape in dims_in]
         self.dims_c: list[Shape] = [tuple(int(d) for d in shape) for shape in (dims_c or [])]
+        if self.dims_c and not self.takes_conditions:
+            raise InvGraphError(
+                f"{type(self).__name__}: takes no conditions, got condition shapes {self.dims_c}"
+            )
 
     def forward(
         self,

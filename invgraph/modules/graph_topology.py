@@ -32,7 +32,7 @@ class Split(InvertibleModule):
 
     Arguments:
         dims_in: One input shape, e.g. ``[(C, H, W)]``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         section_sizes: The sizes of the pieces along ``dim``; takes precedence over
             ``n_sections``. An int ``s`` cuts pieces of size ``s``, the last one smaller if
             ``s`` does not divide the size (as :func:`torch.split`). A list gives every size;
@@ -54,6 +54,8 @@ class Split(InvertibleModule):
         >>> Split([(5, 8)], section_sizes=[1, 3, 1], dim=-2).output_dims([(5, 8)])
         [(1, 8), (3, 8), (1, 8)]
     """
+
+    takes_conditions = False
 
     def __init__(
         self,
@@ -134,7 +136,7 @@ class Concat(InvertibleModule):
 
     Arguments:
         dims_in: Two or more input shapes, equal except along ``dim``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         dim: The dimension to concatenate, batch dimension excluded (0: channels or
             features); negative values count from the end.
 
@@ -148,6 +150,8 @@ class Concat(InvertibleModule):
         >>> x.shape, log_det
         (torch.Size([10, 5, 8]), 0.0)
     """
+
+    takes_conditions = False
 
     def __init__(
         self,

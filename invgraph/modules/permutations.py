@@ -27,7 +27,7 @@ class PermuteRandom(InvertibleModule):
 
     Arguments:
         dims_in: One input shape ``(C, ...)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         seed: Seed of a private :class:`torch.Generator`, for a reproducible permutation
             (on the CPU, so the same on every device); the global random states of torch and
             NumPy are left alone. With ``None``, the permutation is drawn from torch's global
@@ -47,6 +47,8 @@ class PermuteRandom(InvertibleModule):
 
     perm: Tensor
     perm_inv: Tensor
+
+    takes_conditions = False
 
     def __init__(
         self,

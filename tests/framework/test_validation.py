@@ -184,3 +184,9 @@ def test_errors_inside_a_block_name_the_node():
     with pytest.raises(RuntimeError) as info:
         inn(torch.randn(2, 5))
     assert any("b0: [(6,)] -> PermuteRandom" in note for note in info.value.__notes__)
+
+
+def test_condition_wired_to_a_block_without_conditions():
+    x, c = ig.InputNode(6, name="x"), ig.ConditionNode(2, name="c")
+    with pytest.raises(ig.InvGraphError, match=r"'p'.*PermuteRandom: takes no conditions.*\(2,\)"):
+        ig.Node(x, ig.PermuteRandom, conditions=c, name="p")
