@@ -18,26 +18,36 @@ from .framework import (
     collect_nodes,
 )
 from .modules import (
+    AffineCouplingOneSided,
     Concat,
+    ConditionalAffineTransform,
     Flatten,
+    GINCouplingBlock,
+    GLOWCouplingBlock,
     HaarDownsampling,
     HaarUpsampling,
     Inverse,
     InvertibleModule,
     IRevNetDownsampling,
     IRevNetUpsampling,
+    NICECouplingBlock,
     PermuteRandom,
     Reshape,
+    RNVPCouplingBlock,
     Split,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AffineCouplingOneSided",
     "Concat",
     "ConditionNode",
+    "ConditionalAffineTransform",
     "FeedForwardNode",
     "Flatten",
+    "GINCouplingBlock",
+    "GLOWCouplingBlock",
     "GraphINN",
     "HaarDownsampling",
     "HaarUpsampling",
@@ -47,9 +57,11 @@ __all__ = [
     "InvGraphError",
     "Inverse",
     "InvertibleModule",
+    "NICECouplingBlock",
     "Node",
     "OutputNode",
     "PermuteRandom",
+    "RNVPCouplingBlock",
     "Reshape",
     "SequenceINN",
     "Split",
