@@ -6,6 +6,8 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks, and the common names are here at top level.
 """
 
+from . import utils
+from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
     ConditionNode,
@@ -66,4 +68,7 @@ __all__ = [
     "SequenceINN",
     "Split",
     "collect_nodes",
+    "draw",
+    "summary",
+    "utils",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 import torch
@@ -22,6 +22,11 @@ from .nodes import (
     _format_shapes,
     port_name,
 )
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from ..drawing import Summary
 
 __all__ = ["GraphINN", "ReversibleGraphNet", "batch_log_det", "collect_nodes"]
 
@@ -385,6 +390,28 @@ class GraphINN(InvertibleModule):
     def output_dims(self, input_dims: list[Shape] | None = None) -> list[Shape]:
         """The shapes of the graph's outputs, in the order of its output nodes."""
         return [tuple(s) for s in self._output_shapes]
+
+    def draw(self, reverse: bool = False, show_shapes: bool = True) -> graphviz.Digraph:
+        """The graph drawn with graphviz (displays itself in Jupyter); see
+        :func:`invgraph.drawing.draw`."""
+        from ..drawing import draw  # drawing imports the framework: import when called
+
+        return draw(self, reverse=reverse, show_shapes=show_shapes)
+
+    def summary(
+        self, x: Tensor | Sequence[Tensor] | None = None, c: Tensor | Sequence[Tensor] | None = None
+    ) -> Summary:
+        """A table of nodes, shapes, parameters and, given a batch, per-node log-dets; see
+        :func:`invgraph.drawing.summary`."""
+        from ..drawing import summary
+
+        return summary(self, x, c)
+
+    def plot(self, path: str = "graphs", filename: str = "graph") -> str:
+        """Write ``path/filename.pdf`` (FrEIA's ``GraphINN.plot``); needs graphviz's ``dot``."""
+        from ..drawing import plot_graph
+
+        return plot_graph(self, path, filename)
 
     def describe(self) -> str:
         """One line per node: ``name: [in shapes] -> Block -> [out shapes]``."""

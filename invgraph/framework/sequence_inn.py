@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
@@ -12,6 +12,11 @@ from ..errors import InvGraphError
 from ..modules.base import InvertibleModule, Shape
 from ..modules.inverse import Inverse
 from .graph_inn import batch_log_det
+
+if TYPE_CHECKING:
+    import graphviz
+
+    from ..drawing import Summary
 
 __all__ = ["ReversibleSequential", "SequenceINN"]
 
@@ -180,6 +185,21 @@ class SequenceINN(InvertibleModule):
     def output_dims(self, input_dims: list[Shape] | None = None) -> list[Shape]:
         """The shape of the chain's output, ``[shapes[-1]]``."""
         return [self.shapes[-1]]
+
+    def draw(self, reverse: bool = False, show_shapes: bool = True) -> graphviz.Digraph:
+        """The chain drawn with graphviz; see :func:`invgraph.drawing.draw`."""
+        from ..drawing import draw  # drawing imports the framework: import when called
+
+        return draw(self, reverse=reverse, show_shapes=show_shapes)
+
+    def summary(
+        self, x: Tensor | None = None, c: Tensor | Sequence[Tensor] | None = None
+    ) -> Summary:
+        """A table of blocks, shapes, parameters and, given a batch, log-dets; see
+        :func:`invgraph.drawing.summary`."""
+        from ..drawing import summary
+
+        return summary(self, x, c)
 
     def __getitem__(self, item: int | slice) -> Any:
         if isinstance(item, int):

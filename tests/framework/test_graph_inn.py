@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import io
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -294,3 +296,16 @@ def test_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="GraphINN"):
         net = ig.framework.ReversibleGraphNet([x, p, ig.OutputNode(p)])
     assert isinstance(net, ig.GraphINN)
+
+
+def test_draw_summary_and_plot_methods(tmp_path):
+    inn = conditional_graph()
+    assert inn.draw(reverse=True).source == ig.draw(inn, reverse=True).source
+    a, b, y = torch.randn(2, 4), torch.randn(2, 2, 4, 4), torch.randn(2, 3)
+    assert str(inn.summary([a, b], c=[y])) == str(ig.summary(inn, [a, b], c=[y]))
+    chain = ig.SequenceINN(6)
+    chain.append(ig.PermuteRandom, seed=0)
+    assert chain.draw().source == ig.draw(chain).source
+    assert "PermuteRandom" in str(chain.summary(torch.randn(2, 6)))
+    if shutil.which("dot"):
+        assert Path(inn.plot(str(tmp_path), "net")).read_bytes().startswith(b"%PDF")
