@@ -20,16 +20,21 @@ from invgraph.modules import (
     AffineCouplingOneSided,
     Concat,
     ConditionalAffineTransform,
+    Fixed1x1Conv,
+    FixedLinearTransform,
     Flatten,
     GINCouplingBlock,
     GLOWCouplingBlock,
     HaarDownsampling,
     HaarUpsampling,
+    HouseholderPerm,
     Inverse,
+    InvertibleConv1x1,
     InvertibleModule,
     IRevNetDownsampling,
     IRevNetUpsampling,
     NICECouplingBlock,
+    OrthogonalTransform,
     PermuteRandom,
     Reshape,
     RNVPCouplingBlock,
@@ -95,6 +100,12 @@ class ConvSubnet(nn.Sequential):
 
     def __init__(self, c_in: int, c_out: int):
         super().__init__(nn.Conv2d(c_in, 8, 3, padding=1), nn.Tanh(), nn.Conv2d(8, c_out, 1))
+
+
+def _matrix(n: int, seed: int) -> Tensor:
+    """A fixed, well-conditioned invertible matrix for the fixed linear blocks."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.eye(n) + 0.3 * torch.randn(n, n, generator=generator)
 
 
 @dataclass(frozen=True)
@@ -177,6 +188,22 @@ BLOCKS: list[BlockCase] = [
     BlockCase(
         "conditional-affine", lambda: ConditionalAffineTransform([(6,)], [(3,)], DenseSubnet)
     ),
+    BlockCase(
+        "fixed-linear",
+        lambda: FixedLinearTransform([(6,)], M=_matrix(6, 0), b=torch.linspace(-1, 1, 6)),
+    ),
+    BlockCase("fixed-linear-no-b", lambda: FixedLinearTransform([(7,)], M=_matrix(7, 1))),
+    BlockCase("fixed-1x1", lambda: Fixed1x1Conv([(4, 4, 4)], M=_matrix(4, 2))),
+    BlockCase("glow-1x1", lambda: InvertibleConv1x1([(4, 4, 4)])),
+    BlockCase("glow-1x1-vector", lambda: InvertibleConv1x1([(7,)])),
+    BlockCase("glow-1x1-plain", lambda: InvertibleConv1x1([(2, 4, 4)], LU_decomposed=False)),
+    BlockCase("householder", lambda: HouseholderPerm([(7,)])),
+    BlockCase("householder-3", lambda: HouseholderPerm([(6,)], n_reflections=3)),
+    BlockCase("householder-fixed", lambda: HouseholderPerm([(6,)], n_reflections=3, fixed=True)),
+    BlockCase(
+        "householder-cond", lambda: HouseholderPerm([(6,)], dims_c=[(6, 2)], n_reflections=2)
+    ),
+    BlockCase("orthogonal", lambda: OrthogonalTransform([(8,)])),
     BlockCase("graph-multiscale", _multiscale_graph),
     BlockCase("graph-two-outputs", _two_output_graph),
     BlockCase("sequence", _sequence),

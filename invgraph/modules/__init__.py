@@ -16,6 +16,13 @@ from .coupling import (
 )
 from .graph_topology import Concat, Split
 from .inverse import Inverse
+from .linear import (
+    Fixed1x1Conv,
+    FixedLinearTransform,
+    HouseholderPerm,
+    InvertibleConv1x1,
+    OrthogonalTransform,
+)
 from .permutations import PermuteRandom
 from .reshapes import (
     Flatten,
@@ -31,16 +38,21 @@ __all__ = [
     "Concat",
     "ConditionalAffineTransform",
     "CouplingBlock",
+    "Fixed1x1Conv",
+    "FixedLinearTransform",
     "Flatten",
     "GINCouplingBlock",
     "GLOWCouplingBlock",
     "HaarDownsampling",
     "HaarUpsampling",
+    "HouseholderPerm",
     "IRevNetDownsampling",
     "IRevNetUpsampling",
     "Inverse",
+    "InvertibleConv1x1",
     "InvertibleModule",
     "NICECouplingBlock",
+    "OrthogonalTransform",
     "PermuteRandom",
     "RNVPCouplingBlock",
     "Reshape",
