@@ -17,7 +17,9 @@ from torch import Tensor, nn
 
 from invgraph.framework import ConditionNode, GraphINN, InputNode, Node, OutputNode, SequenceINN
 from invgraph.modules import (
+    ActNorm,
     AffineCouplingOneSided,
+    AllInOneBlock,
     Concat,
     ConditionalAffineTransform,
     Fixed1x1Conv,
@@ -28,11 +30,16 @@ from invgraph.modules import (
     HaarDownsampling,
     HaarUpsampling,
     HouseholderPerm,
+    InvAutoAct,
+    InvAutoActFixed,
+    InvAutoActTwoSided,
     Inverse,
     InvertibleConv1x1,
     InvertibleModule,
+    InvertibleSigmoid,
     IRevNetDownsampling,
     IRevNetUpsampling,
+    LearnedElementwiseScaling,
     NICECouplingBlock,
     OrthogonalTransform,
     PermuteRandom,
@@ -204,6 +211,50 @@ BLOCKS: list[BlockCase] = [
         "householder-cond", lambda: HouseholderPerm([(6,)], dims_c=[(6, 2)], n_reflections=2)
     ),
     BlockCase("orthogonal", lambda: OrthogonalTransform([(8,)])),
+    BlockCase("all-in-one", lambda: AllInOneBlock([(7,)], subnet_constructor=DenseSubnet)),
+    BlockCase(
+        "all-in-one-soft-householder-reverse-cond",
+        lambda: AllInOneBlock(
+            [(6,)],
+            [(3,)],
+            DenseSubnet,
+            permute_soft=True,
+            learned_householder_permutation=2,
+            reverse_permutation=True,
+        ),
+    ),
+    BlockCase(
+        "all-in-one-exp-soft",
+        lambda: AllInOneBlock(
+            [(8,)], subnet_constructor=DenseSubnet, global_affine_type="EXP", permute_soft=True
+        ),
+    ),
+    BlockCase(
+        "all-in-one-image-sigmoid-householder",
+        lambda: AllInOneBlock(
+            [(4, 4, 4)],
+            [(2, 4, 4)],
+            ConvSubnet,
+            global_affine_type="SIGMOID",
+            global_affine_init=0.7,
+            learned_householder_permutation=1,
+        ),
+    ),
+    BlockCase(
+        "all-in-one-gin-image-vector-cond",
+        lambda: AllInOneBlock([(2, 4, 4)], [(3,)], ConvSubnet, gin_block=True, permute_soft=True),
+    ),
+    BlockCase("sigmoid-vector", lambda: InvertibleSigmoid([(6,)])),
+    BlockCase("sigmoid-image", lambda: InvertibleSigmoid([(2, 4, 4)])),
+    BlockCase("scaling", lambda: LearnedElementwiseScaling([(2, 4, 4)], init_scale=1.5)),
+    BlockCase("actnorm-vector", lambda: ActNorm([(6,)])),
+    BlockCase("actnorm-image", lambda: ActNorm([(4, 4, 4)])),
+    BlockCase("inv-auto-act", lambda: InvAutoAct([(2, 4, 4)])),
+    BlockCase("inv-auto-act-fixed", lambda: InvAutoActFixed([(7,)], slope_init=3.0)),
+    BlockCase(
+        "inv-auto-act-two-sided",
+        lambda: InvAutoActTwoSided([(2, 4, 4)], init_pos=1.5, init_neg=0.3),
+    ),
     BlockCase("graph-multiscale", _multiscale_graph),
     BlockCase("graph-two-outputs", _two_output_graph),
     BlockCase("sequence", _sequence),

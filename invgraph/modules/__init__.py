@@ -4,6 +4,7 @@ Every block subclasses :class:`InvertibleModule` and keeps FrEIA's names and sig
 so ``from FrEIA.modules import X`` becomes ``from invgraph.modules import X``.
 """
 
+from .all_in_one import AllInOneBlock
 from .base import InvertibleModule
 from .coupling import (
     AffineCouplingOneSided,
@@ -13,6 +14,14 @@ from .coupling import (
     GLOWCouplingBlock,
     NICECouplingBlock,
     RNVPCouplingBlock,
+)
+from .elementwise import (
+    ActNorm,
+    InvAutoAct,
+    InvAutoActFixed,
+    InvAutoActTwoSided,
+    InvertibleSigmoid,
+    LearnedElementwiseScaling,
 )
 from .graph_topology import Concat, Split
 from .inverse import Inverse
@@ -34,7 +43,9 @@ from .reshapes import (
 )
 
 __all__ = [
+    "ActNorm",
     "AffineCouplingOneSided",
+    "AllInOneBlock",
     "Concat",
     "ConditionalAffineTransform",
     "CouplingBlock",
@@ -48,9 +59,14 @@ __all__ = [
     "HouseholderPerm",
     "IRevNetDownsampling",
     "IRevNetUpsampling",
+    "InvAutoAct",
+    "InvAutoActFixed",
+    "InvAutoActTwoSided",
     "Inverse",
     "InvertibleConv1x1",
     "InvertibleModule",
+    "InvertibleSigmoid",
+    "LearnedElementwiseScaling",
     "NICECouplingBlock",
     "OrthogonalTransform",
     "PermuteRandom",

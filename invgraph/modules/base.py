@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
 
-__all__ = ["InvertibleModule", "LogDet", "Shape", "sum_except_batch"]
+__all__ = ["InvertibleModule", "LogDet", "Shape", "mix_channels", "sum_except_batch"]
 
 Shape = tuple[int, ...]
 """The shape of one tensor without its batch dimension."""
@@ -113,3 +114,8 @@ class InvertibleModule(nn.Module):
 def sum_except_batch(x: Tensor) -> Tensor:
     """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
     return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def mix_channels(x: Tensor, matrix: Tensor) -> Tensor:
+    """``matrix @ x[b, :, ...]`` at every batch index and position of a ``(B, C, ...)`` tensor."""
+    return torch.einsum("ij,bj...->bi...", matrix, x)

@@ -36,6 +36,7 @@ __all__ = [
     "RNVPCouplingBlock",
     "SubnetConstructor",
     "broadcast_conditions",
+    "concat_conditions",
 ]
 
 SubnetConstructor = Callable[[int, int], nn.Module]
@@ -50,6 +51,8 @@ def broadcast_conditions(owner: str, dims_in: Shape, dims_c: Sequence[Shape]) ->
     """
     spatial = tuple(dims_in[1:])
     for k, shape in enumerate(dims_c):
+        if not shape:
+            raise InvGraphError(f"{owner}: condition {k} has no dimensions; give at least (1,)")
         if tuple(shape[1:]) != spatial and len(shape) != 1:
             raise InvGraphError(
                 f"{owner}: condition {k} has shape {tuple(shape)}; for an input of shape "

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, LogDet, Shape
+from .base import InvertibleModule, LogDet, Shape, mix_channels
 from .clamping import atan_clamp
 
 __all__ = [
@@ -38,11 +38,6 @@ def _one_input(block: str, input_dims: Dims, vector: bool) -> Shape:
             f"{block}: expects {expected}, received {len(shapes)} input(s) with shapes {shapes}"
         )
     return shapes[0]
-
-
-def _mix_channels(x: Tensor, matrix: Tensor) -> Tensor:
-    """``matrix @ x[b, :, ...]`` at every batch index and position of a ``(B, C, ...)`` tensor."""
-    return torch.einsum("ij,bj...->bi...", matrix, x)
 
 
 def _pixels(x: Tensor) -> int:
@@ -211,7 +206,7 @@ class Fixed1x1Conv(_FixedMatrix):
 
     def _transform(self, x: Tensor, rev: bool) -> Tensor:
         kernel = self.M_inv if rev else self.M
-        return _mix_channels(x, kernel[:, :, 0, 0])
+        return mix_channels(x, kernel[:, :, 0, 0])
 
 
 class InvertibleConv1x1(InvertibleModule):
@@ -297,7 +292,7 @@ class InvertibleConv1x1(InvertibleModule):
                 self.log_s.sum() if self.LU_decomposed else torch.linalg.slogdet(self.weight)[1]
             )
             log_det = log_abs_det * (-_pixels(x) if rev else _pixels(x))
-        return (_mix_channels(x, self._matrix(rev)),), log_det
+        return (mix_channels(x, self._matrix(rev)),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         return [_one_input("InvertibleConv1x1", input_dims, vector=False)]
