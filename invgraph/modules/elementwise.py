@@ -115,7 +115,7 @@ class InvertibleSigmoid(_ElementwiseBlock):
 
     Arguments:
         dims_in: One input shape.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
 
     References:
         L. Dinh, J. Sohl-Dickstein, S. Bengio. Density estimation using Real NVP (2017),
@@ -165,7 +165,7 @@ class LearnedElementwiseScaling(_ElementwiseBlock):
 
     Arguments:
         dims_in: One input shape.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         init_scale: The initial scale :math:`e^{s}`, the same for every value; > 0.
 
     References:
@@ -240,7 +240,7 @@ class ActNorm(_ElementwiseBlock):
 
     Arguments:
         dims_in: One input shape ``(C, ...)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         init_data: A batch ``(B, C, ...)`` to initialise from now, instead of the first
             forward batch.
 
@@ -385,7 +385,7 @@ class InvAutoAct(_SignedScaling):
 
     Arguments:
         dims_in: One input shape ``(C, ...)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         slope_init: The initial positive-side slope :math:`e^{\alpha}`; > 0.
         learnable: If ``False``, ``alpha`` is a fixed buffer instead of a parameter.
 
@@ -426,7 +426,7 @@ class InvAutoActFixed(InvAutoAct):
 
     Arguments:
         dims_in: One input shape ``(C, ...)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         slope_init: The positive-side slope :math:`e^{\alpha}`; > 0.
 
     References:
@@ -461,7 +461,7 @@ class InvAutoActTwoSided(_SignedScaling):
 
     Arguments:
         dims_in: One input shape ``(C, ...)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         init_pos: The initial slope :math:`e^{\alpha_+}` for :math:`x \ge 0`; > 0.
         init_neg: The initial slope :math:`e^{\alpha_-}` for :math:`x < 0`; > 0.
         learnable: If ``False``, the slopes are fixed buffers instead of parameters.
