@@ -25,6 +25,7 @@ from invgraph.modules import (
     Fixed1x1Conv,
     FixedLinearTransform,
     Flatten,
+    GaussianMixtureModel,
     GINCouplingBlock,
     GLOWCouplingBlock,
     HaarDownsampling,
@@ -115,6 +116,15 @@ def _matrix(n: int, seed: int) -> Tensor:
     return torch.eye(n) + 0.3 * torch.randn(n, n, generator=generator)
 
 
+def _gmm_conditions(k: int = 4, d: int = 3) -> tuple[Tensor, ...]:
+    """Valid mixture parameters for batch 3, and one component index per sample."""
+    g = torch.Generator().manual_seed(0)
+    w = torch.softmax(torch.randn(3, k, generator=g), dim=1)
+    mu = torch.randn(3, k, d, generator=g)
+    entries = 0.5 * torch.randn(3, k, d * (d + 1) // 2, generator=g)
+    return w, mu, entries, torch.tensor([0, k - 1, 1])
+
+
 @dataclass(frozen=True)
 class BlockCase:
     """One entry of the sweep.
@@ -124,11 +134,14 @@ class BlockCase:
         factory: Builds the block (called afresh by every test).
         known_failures: Checks this block is known to fail, with the reason (an issue);
             the sweep marks them ``xfail(strict=True)``, so a fix is noticed.
+        conditions: Builds the conditions, for blocks whose conditions must be valid
+            values rather than random normal ones (e.g. mixture weights and indices).
     """
 
     id: str
     factory: Callable[[], InvertibleModule]
     known_failures: Mapping[str, str] = field(default_factory=dict)
+    conditions: Callable[[], tuple[Tensor, ...]] | None = None
 
 
 def _multiscale_graph() -> GraphINN:
@@ -254,6 +267,16 @@ BLOCKS: list[BlockCase] = [
     BlockCase(
         "inv-auto-act-two-sided",
         lambda: InvAutoActTwoSided([(2, 4, 4)], init_pos=1.5, init_neg=0.3),
+    ),
+    BlockCase(
+        "gmm",
+        lambda: GaussianMixtureModel([(3,)], [(4,), (4, 3), (4, 6), (1,)]),
+        conditions=_gmm_conditions,
+    ),
+    BlockCase(
+        "gmm-d1",
+        lambda: GaussianMixtureModel([(1,)], [(2,), (2, 1), (2, 1), (1,)]),
+        conditions=lambda: _gmm_conditions(k=2, d=1),
     ),
     BlockCase("graph-multiscale", _multiscale_graph),
     BlockCase("graph-two-outputs", _two_output_graph),

@@ -11,6 +11,7 @@ import pytest
 import torch
 from registry import BLOCKS, BlockCase
 
+import invgraph as ig
 from invgraph.testing import CHECKS, check_block
 
 
@@ -29,13 +30,25 @@ def _cases(check: str) -> list:
 
 
 def _run(case: BlockCase, check: str, device: torch.device, dtype: torch.dtype) -> None:
-    report = check_block(case.factory(), checks=[check], device=device, dtype=dtype)
+    conditions = case.conditions() if case.conditions else None
+    block = case.factory()
+    report = check_block(block, conditions=conditions, checks=[check], device=device, dtype=dtype)
     report.assert_ok()
 
 
 def test_registry_ids_are_unique() -> None:
     ids = [case.id for case in BLOCKS]
     assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
+def test_registry_covers_every_block() -> None:
+    """Every public block of invgraph.modules is swept (abstract bases excepted)."""
+    base = ig.modules.InvertibleModule
+    blocks = {getattr(ig.modules, name) for name in ig.modules.__all__}
+    blocks = {b for b in blocks if isinstance(b, type) and issubclass(b, base)}
+    swept = {type(case.factory()) for case in BLOCKS}
+    swept |= {type(case.factory().module) for case in BLOCKS if case.id.startswith("inverse")}
+    assert blocks - {base, ig.modules.CouplingBlock} - swept == set()
 
 
 def test_every_check_has_a_test() -> None:

@@ -23,6 +23,7 @@ from .elementwise import (
     InvertibleSigmoid,
     LearnedElementwiseScaling,
 )
+from .gaussian_mixture import GaussianMixtureModel
 from .graph_topology import Concat, Split
 from .inverse import Inverse
 from .linear import (
@@ -54,6 +55,7 @@ __all__ = [
     "Flatten",
     "GINCouplingBlock",
     "GLOWCouplingBlock",
+    "GaussianMixtureModel",
     "HaarDownsampling",
     "HaarUpsampling",
     "HouseholderPerm",
