@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -152,7 +153,9 @@ class GraphINN(InvertibleModule):
         self.force_tuple_output = force_tuple_output
         self.check_shapes = check_shapes
 
-        computing = [n for n in forward_order if n.module is not None]
+        # The plans refer to modules by position, so module_list may take any order: take
+        # FrEIA's, so that FrEIA checkpoints (keys "module_list.<k>.") load unchanged.
+        computing = _freia_module_order(nodes, out_nodes)
         self.module_list = nn.ModuleList([n.module for n in computing])
         position = {id(n): k for k, n in enumerate(computing)}
 
@@ -497,6 +500,33 @@ def _reverse_graph(nodes: list[AbstractNode]) -> nx.DiGraph:
             else:
                 graph.add_edge(source, node)
     return graph
+
+
+def _freia_module_order(nodes: list[AbstractNode], out_nodes: list[OutputNode]) -> list:
+    """The nodes with a module in the order FrEIA 0.2 lists them in ``module_list``.
+
+    FrEIA sorts with Kahn's algorithm from the output nodes backwards along data edges
+    (first in, first out), then reverses. Where FrEIA's order depends on Python set
+    iteration (a node with several inputs), this takes the inputs in port order, which
+    makes it deterministic. Feed-forward nodes, which FrEIA 0.2 does not have, follow in
+    creation order.
+    """
+    pending_consumers = {
+        id(n): sum(consumer is not None for consumer in n.outputs) for n in nodes
+    }
+    queue, visited = deque(out_nodes), []
+    while queue:
+        node = queue.popleft()
+        visited.append(node)
+        for source in dict.fromkeys(source for source, _ in node.inputs):  # unique, in order
+            pending_consumers[id(source)] -= sum(
+                consumer is not None and consumer[0] is node for consumer in source.outputs
+            )
+            if pending_consumers[id(source)] == 0:
+                queue.append(source)
+    ordered = [n for n in reversed(visited) if n.module is not None]
+    ordered += [n for n in nodes if isinstance(n, FeedForwardNode)]
+    return ordered
 
 
 def _sort(graph: nx.DiGraph, where: str) -> list[AbstractNode]:

@@ -181,6 +181,31 @@ class _Squeeze(InvertibleModule):
         """Map the patch values ``(B, C, 4, h, w)`` to the 4 output channels of each input one."""
         return patches
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Accept FrEIA 0.2 checkpoints: drop the fixed convolution kernel FrEIA saves.
+
+        FrEIA stores ``haar_weights`` (Haar) or ``downsample_kernel`` (i-RevNet): the 2x2
+        filters, repeated for each high-resolution channel. They are checked to be exactly
+        those filters (anything else would be a different transform) and dropped.
+        """
+        haar = isinstance(self, HaarDownsampling)
+        key = prefix + ("haar_weights" if haar else "downsample_kernel")
+        if key in state_dict:
+            channels = self.dims_in[0][0] // (4 if self._upsampling else 1)
+            identity = torch.eye(4, device="cpu")
+            filters = _hadamard4(identity.unsqueeze(1), 1.0) if haar else identity
+            expected = filters.reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
+            kernel = state_dict.pop(key)
+            if kernel.shape != expected.shape or not (
+                kernel.is_meta or torch.equal(kernel.detach().cpu().double(), expected.double())
+            ):
+                raise InvGraphError(
+                    f"{type(self).__name__}: the state dict's {key!r} of shape "
+                    f"{tuple(kernel.shape)} does not hold FrEIA's fixed kernel, expected of "
+                    f"shape {tuple(expected.shape)} for input shape {self.dims_in[0]}"
+                )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def _down(self, x: Tensor) -> Tensor:
         patches = F.pixel_unshuffle(x, 2).unflatten(1, (x.shape[1], 4))
         patches = self._mix(patches, inverse=False)
