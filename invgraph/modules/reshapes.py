@@ -40,7 +40,7 @@ class Flatten(InvertibleModule):
 
     Arguments:
         dims_in: One input shape.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
 
     Example:
         >>> import torch
@@ -50,6 +50,8 @@ class Flatten(InvertibleModule):
         >>> z.shape, log_det
         (torch.Size([10, 48]), 0.0)
     """
+
+    takes_conditions = False
 
     def __init__(
         self, dims_in: Sequence[Sequence[int]], dims_c: Sequence[Sequence[int]] | None = None
@@ -82,7 +84,7 @@ class Reshape(InvertibleModule):
 
     Arguments:
         dims_in: One input shape.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         output_dims: The output shape without the batch dimension; it must hold as many
             elements as the input.
         target_dim: FrEIA's old name of ``output_dims``, still accepted (with a
@@ -96,6 +98,8 @@ class Reshape(InvertibleModule):
         >>> z.shape, log_det
         (torch.Size([10, 12, 4]), 0.0)
     """
+
+    takes_conditions = False
 
     def __init__(
         self,
@@ -166,6 +170,8 @@ class _Squeeze(InvertibleModule):
     _upsampling = False
     _log_det_down = 0.0
     _log_det_up = 0.0
+
+    takes_conditions = False
 
     def __init__(
         self,
@@ -279,7 +285,7 @@ class HaarDownsampling(_Squeeze):
 
     Arguments:
         dims_in: One image shape ``(C, H, W)`` with even ``H`` and ``W``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         order_by_wavelet: Group the output channels by wavelet (``a1, a2, ..., v1, v2, ...,
             h1, h2, ..., d1, d2, ...``), so that e.g. a :class:`Split` can take the averages
             (the first quarter of the channels) apart. By default they are grouped by input
@@ -342,7 +348,7 @@ class HaarUpsampling(HaarDownsampling):
 
     Arguments:
         dims_in: One shape ``(4C, H, W)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         order_by_wavelet: Whether the input channels are grouped by wavelet
             (``a1, a2, ..., v1, v2, ...``) rather than by output channel (``a1, v1, h1, d1,
             a2, ...``).
@@ -378,7 +384,7 @@ class IRevNetDownsampling(_Squeeze):
 
     Arguments:
         dims_in: One image shape ``(C, H, W)`` with even ``H`` and ``W``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         legacy_backend: FrEIA's name for the channel order of the original i-RevNet code:
             grouped by patch position, :math:`z_{(2i + j) C + c}` (``a1, a2, ..., b1, b2,
             ...``), instead of by input channel (``a1, b1, c1, d1, a2, ...``). Only the order
@@ -424,7 +430,7 @@ class IRevNetUpsampling(IRevNetDownsampling):
 
     Arguments:
         dims_in: One shape ``(4C, H, W)``.
-        dims_c: Condition shapes (unused).
+        dims_c: Must be empty: the block takes no conditions.
         legacy_backend: Whether the input channels are grouped by patch position rather
             than by output channel (see :class:`IRevNetDownsampling`).
 
