@@ -38,6 +38,7 @@ from invgraph.modules import (
     InvertibleConv1x1,
     InvertibleModule,
     InvertibleSigmoid,
+    IResNetLayer,
     IRevNetDownsampling,
     IRevNetUpsampling,
     LearnedElementwiseScaling,
@@ -277,6 +278,26 @@ BLOCKS: list[BlockCase] = [
         "gmm-d1",
         lambda: GaussianMixtureModel([(1,)], [(2,), (2, 1), (2, 1), (1,)]),
         conditions=lambda: _gmm_conditions(k=2, d=1),
+    ),
+    BlockCase("iresnet-exact", lambda: IResNetLayer([(8,)], exact_log_det=True)),
+    BlockCase(
+        "iresnet-cond-exact", lambda: IResNetLayer([(6,)], dims_c=[(3,)], exact_log_det=True)
+    ),
+    BlockCase(
+        "iresnet-conv-exact",
+        lambda: IResNetLayer([(2, 4, 4)], internal_size=4, exact_log_det=True),
+    ),
+    BlockCase(
+        "iresnet-conv-cond-exact",
+        lambda: IResNetLayer([(2, 4, 4)], dims_c=[(1, 4, 4)], internal_size=4, exact_log_det=True),
+    ),
+    BlockCase(
+        "iresnet-stochastic",
+        lambda: IResNetLayer([(8,)]),
+        known_failures={
+            "log_det": "stochastic estimator, see test_residual.py",
+            "log_det_symmetry": "stochastic estimator, see test_residual.py",
+        },
     ),
     BlockCase("graph-multiscale", _multiscale_graph),
     BlockCase("graph-two-outputs", _two_output_graph),

@@ -42,6 +42,7 @@ from .reshapes import (
     IRevNetUpsampling,
     Reshape,
 )
+from .residual import IResNetLayer
 
 __all__ = [
     "ActNorm",
@@ -59,6 +60,7 @@ __all__ = [
     "HaarDownsampling",
     "HaarUpsampling",
     "HouseholderPerm",
+    "IResNetLayer",
     "IRevNetDownsampling",
     "IRevNetUpsampling",
     "InvAutoAct",
