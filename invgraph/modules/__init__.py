@@ -25,6 +25,7 @@ from .elementwise import (
 )
 from .gaussian_mixture import GaussianMixtureModel
 from .graph_topology import Concat, Split
+from .hint import HINTCouplingBlock
 from .inverse import Inverse
 from .linear import (
     Fixed1x1Conv,
@@ -43,6 +44,7 @@ from .reshapes import (
     Reshape,
 )
 from .residual import IResNetLayer
+from .splines import ElementwiseRationalQuadraticSpline, RationalQuadraticSpline
 
 __all__ = [
     "ActNorm",
@@ -51,12 +53,14 @@ __all__ = [
     "Concat",
     "ConditionalAffineTransform",
     "CouplingBlock",
+    "ElementwiseRationalQuadraticSpline",
     "Fixed1x1Conv",
     "FixedLinearTransform",
     "Flatten",
     "GINCouplingBlock",
     "GLOWCouplingBlock",
     "GaussianMixtureModel",
+    "HINTCouplingBlock",
     "HaarDownsampling",
     "HaarUpsampling",
     "HouseholderPerm",
@@ -75,6 +79,7 @@ __all__ = [
     "OrthogonalTransform",
     "PermuteRandom",
     "RNVPCouplingBlock",
+    "RationalQuadraticSpline",
     "Reshape",
     "Split",
 ]
