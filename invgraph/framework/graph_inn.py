@@ -511,9 +511,7 @@ def _freia_module_order(nodes: list[AbstractNode], out_nodes: list[OutputNode]) 
     makes it deterministic. Feed-forward nodes, which FrEIA 0.2 does not have, follow in
     creation order.
     """
-    pending_consumers = {
-        id(n): sum(consumer is not None for consumer in n.outputs) for n in nodes
-    }
+    pending_consumers = {id(n): sum(consumer is not None for consumer in n.outputs) for n in nodes}
     queue, visited = deque(out_nodes), []
     while queue:
         node = queue.popleft()
