@@ -1,0 +1,347 @@
+"""The ``invgraph`` command line: invgraph/cli.py and invgraph/__main__.py."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from invgraph.cli import main
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
+
+MODULE = "cli_user_flows"
+"""The name of the user module the tests write; removed from ``sys.modules`` after each."""
+
+USER_CODE = textwrap.dedent(
+    '''
+    import torch
+    from torch import nn
+
+    import invgraph as ig
+    from invgraph.modules import InvertibleModule
+
+
+    class Subnet(nn.Module):
+        def __init__(self, c_in, c_out):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(c_in, 8), nn.Tanh(), nn.Linear(8, c_out))
+
+        def forward(self, x):
+            return self.net(x)
+
+
+    class WrongSignScale(InvertibleModule):
+        """z = x * exp(a), but the inverse log-det has the wrong sign."""
+
+        def __init__(self, dims_in, dims_c=None):
+            super().__init__(dims_in, dims_c)
+            self.log_scale = nn.Parameter(torch.zeros(self.dims_in[0]))
+
+        def forward(self, x_or_z, c=(), rev=False, jac=True):
+            (x,) = x_or_z
+            log_det = self.log_scale.sum().expand(x.shape[0])
+            if rev:
+                return (x * torch.exp(-self.log_scale),), log_det  # must be -log_det
+            return (x * torch.exp(self.log_scale),), log_det
+
+        def output_dims(self, input_dims):
+            return list(input_dims)
+
+
+    def broken_block():
+        return WrongSignScale([(4,)])
+
+
+    def good_block():
+        return ig.GLOWCouplingBlock([(4,)], subnet_constructor=Subnet)
+
+
+    def nodes(broken=False):
+        x = ig.InputNode(4, name="x")
+        glow = ig.Node(x, ig.GLOWCouplingBlock, {"subnet_constructor": Subnet}, name="glow")
+        middle = ig.Node(glow, WrongSignScale if broken else ig.PermuteRandom, name="middle")
+        perm = ig.Node(middle, ig.PermuteRandom, {"seed": 1}, name="perm")
+        return [x, glow, middle, perm, ig.OutputNode(perm, name="z")]
+
+
+    def broken_nodes():
+        return nodes(broken=True)
+
+
+    def sequence():
+        inn = ig.SequenceINN(4)
+        inn.append(ig.GLOWCouplingBlock, subnet_constructor=Subnet)
+        inn.append(ig.PermuteRandom, seed=0)
+        return inn
+
+
+    built = sequence()
+
+
+    def boom():
+        raise RuntimeError("boom")
+
+
+    def needs_arguments(n):
+        return n
+
+
+    def number():
+        return 3
+
+
+    def strings():
+        return ["x", "z"]
+
+
+    def loose_nodes():
+        x = ig.InputNode(4, name="x")
+        return [x, ig.Node(x, ig.PermuteRandom, name="perm")]  # no output node
+    '''
+)
+
+
+@pytest.fixture
+def user(tmp_path: Path) -> Path:
+    """A user's module file in ``tmp_path``; the current directory is ``tmp_path``."""
+    path = tmp_path / f"{MODULE}.py"
+    path.write_text(USER_CODE)
+    importlib.invalidate_caches()
+    yield path
+    for name in [n for n in sys.modules if MODULE in n]:
+        del sys.modules[name]
+
+
+def run(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+# ---------------------------------------------------------------------- the program
+def test_python_m_invgraph_help():
+    result = subprocess.run(
+        [sys.executable, "-m", "invgraph", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: invgraph ")
+    for command in ("demo", "draw", "summary", "check"):
+        assert command in result.stdout
+
+
+def test_no_command_shows_help_and_fails(capsys):
+    code, _, err = run(capsys)
+    assert code == 2
+    assert "usage: invgraph" in err
+
+
+def test_version(capsys):
+    code, out, _ = run(capsys, "--version")
+    assert code == 0
+    assert re.fullmatch(r"invgraph \d+\.\d+\.\d+\S*\n", out)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["frobnicate"], ["draw", "mod:fn"], ["check"], ["demo", "--steps", "0"]],
+    ids=["unknown-command", "draw-without-output", "check-without-target", "zero-steps"],
+)
+def test_usage_errors(capsys, argv):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "usage: invgraph" in err
+
+
+# ---------------------------------------------------------------------- demo
+@pytest.fixture
+def demo_dependencies():
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("tqdm")
+
+
+def test_demo_writes_pictures_and_reports_the_nll(capsys, tmp_path, demo_dependencies):
+    threads = torch.get_num_threads()
+    out_dir = tmp_path / "new" / "demo"
+    code, out, err = run(capsys, "demo", "--output", str(out_dir), "--steps", "5", "--seed", "1")
+    assert code == 0, err
+    for name in ("samples.png", "density.png"):
+        assert (out_dir / name).read_bytes().startswith(b"\x89PNG"), name
+        assert str(out_dir / name) in out
+    nll = float(re.search(r"test NLL (\S+) nats", out).group(1))
+    assert 2.0 < nll < 10.0  # five steps: a finite NLL above the entropy
+    assert "2.39 nats" in out
+    assert "training" in err  # the progress bar
+    assert torch.get_num_threads() == threads  # the demo's one-thread setting is undone
+    if shutil.which("dot"):
+        assert "<svg" in (out_dir / "graph.svg").read_text()
+        assert str(out_dir / "graph.svg") in out
+
+
+def test_demo_without_dot_writes_the_dot_source(capsys, tmp_path, monkeypatch, demo_dependencies):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot program on it
+    code, out, err = run(capsys, "demo", "--output", str(tmp_path), "--steps", "2")
+    assert code == 0, err
+    assert (tmp_path / "graph.dot").read_text().startswith("digraph")
+    assert not (tmp_path / "graph.svg").exists()
+    assert "dot is not installed" in out
+
+
+@pytest.mark.parametrize("missing", ["matplotlib.figure", "tqdm"])
+def test_demo_without_its_dependencies_says_what_to_install(capsys, monkeypatch, missing):
+    monkeypatch.setitem(sys.modules, missing, None)  # import raises ImportError
+    code, out, err = run(capsys, "demo", "--steps", "1")
+    assert code == 2
+    assert 'pip install "invgraph[tutorials]"' in err
+    assert out == ""
+
+
+def test_demo_into_an_unwritable_folder(capsys, tmp_path):
+    (tmp_path / "file").write_text("")
+    code, _, err = run(capsys, "demo", "--output", str(tmp_path / "file" / "out"))
+    assert code == 2
+    assert "is a file, not a folder" in err
+    assert "Traceback" not in err
+
+
+# ---------------------------------------------------------------------- check
+def test_check_a_broken_block_names_the_failing_checks(capsys, user):
+    code, out, _ = run(capsys, "check", f"{user}:broken_block")
+    assert code == 1
+    failed = {line.split()[0] for line in out.splitlines() if " FAIL " in line}
+    assert failed == {"log_det", "log_det_symmetry"}
+    assert re.search(r"^log_det +FAIL .*inverse, sample \d+", out, re.MULTILINE)
+    assert out.rstrip().endswith("FAILED: log_det, log_det_symmetry")
+
+
+def test_check_a_graph_names_the_broken_node(capsys, user, monkeypatch):
+    monkeypatch.chdir(user.parent)
+    code, out, _ = run(capsys, "check", f"{MODULE}:broken_nodes")  # module form, from cwd
+    assert code == 1
+    rows = out.split("each block on its own:")[1]
+    assert re.search(r"^  pass +glow +GLOWCouplingBlock$", rows, re.MULTILINE)
+    assert re.search(r"^  pass +perm +PermuteRandom$", rows, re.MULTILINE)
+    broken = re.search(r"^  FAIL +middle +WrongSignScale +(.*)$", rows, re.MULTILINE)
+    assert broken is not None
+    assert re.match(r"log_det \(\d\.\d\de[-+]\d\d > 1\.00e-08: inverse", broken.group(1))
+    assert "failing blocks: middle (WrongSignScale)" in out
+
+
+@pytest.mark.parametrize("target", ["nodes", "sequence", "built", "good_block"])
+def test_check_a_good_network_or_block_passes(capsys, user, target):
+    code, out, _ = run(capsys, "check", f"{user}:{target}")
+    assert code == 0, out
+    assert " FAIL " not in out
+    assert out.rstrip().endswith("all checks passed")
+    if target != "good_block":
+        assert "each block on its own:" in out
+
+
+# ---------------------------------------------------------------------- draw, summary
+@needs_dot
+def test_draw_to_svg(capsys, user, tmp_path):
+    target = tmp_path / "pictures" / "net.svg"  # the folder is created
+    code, out, _ = run(capsys, "draw", f"{user}:nodes", "-o", str(target))
+    assert code == 0
+    assert "<svg" in target.read_text()
+    assert str(target) in out
+
+
+@pytest.mark.parametrize("suffix", [".dot", ".gv"])
+def test_draw_to_dot_needs_no_dot_program(capsys, user, tmp_path, monkeypatch, suffix):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    target = tmp_path / f"net{suffix}"
+    code, _, _ = run(capsys, "draw", f"{user}:sequence", "-o", str(target))
+    assert code == 0
+    source = target.read_text()
+    assert source.startswith("digraph forward")
+    assert "GLOWCouplingBlock" in source
+
+
+def test_draw_reverse(capsys, user, tmp_path):
+    target = tmp_path / "inverse.dot"
+    assert run(capsys, "draw", f"{user}:nodes", "-o", str(target), "--reverse")[0] == 0
+    assert 'label="inverse pass"' in target.read_text()
+
+
+def test_summary(capsys, user):
+    code, out, _ = run(capsys, "summary", f"{user}:nodes")
+    assert code == 0
+    names = [line.split()[0] for line in out.splitlines()[3:8]]
+    assert names == ["x", "glow", "middle", "perm", "z"]
+    assert re.search(r"^Total +\d+ +\d+$", out, re.MULTILINE)
+
+
+# ---------------------------------------------------------------------- user errors
+ERRORS = {
+    "missing-module": (
+        ["check", "no_such_module_xyz:make"],
+        "no module named 'no_such_module_xyz'",
+    ),
+    "missing-file": (["check", "{dir}/missing.py:make"], "no file {dir}/missing.py"),
+    "not-module-callable": (["summary", "{user}"], "is not MODULE:CALLABLE"),
+    "missing-attribute": (
+        ["check", "{user}:nodez"],
+        "has no attribute 'nodez'; did you mean nodes",
+    ),
+    "raises": (["check", "{user}:boom"], "{user}:boom raised RuntimeError: boom (at {user}:"),
+    "takes-arguments": (["draw", "{user}:needs_arguments", "-o", "x.dot"], "no arguments"),
+    "returns-int": (["check", "{user}:number"], "returned an int; check needs a block"),
+    "returns-strings": (["summary", "{user}:strings"], "returned a list containing a str"),
+    "draw-a-block": (
+        ["draw", "{user}:good_block", "-o", "x.dot"],
+        "returned an invgraph.modules.coupling.GLOWCouplingBlock; draw needs a GraphINN",
+    ),
+    "bad-graph": (["check", "{user}:loose_nodes"], "cannot build a GraphINN from"),
+    "import-fails": (["check", "{dir}/bad.py:make"], "importing {dir}/bad.py failed: NameError"),
+    "unknown-suffix": (["draw", "{user}:nodes", "-o", "{dir}/net.jpg"], "must be one of .svg"),
+    "output-under-a-file": (
+        ["draw", "{user}:nodes", "-o", "{user}/net.dot"],
+        "{user} is a file, not a folder",
+    ),
+    "output-is-a-folder": (["draw", "{user}:nodes", "-o", "{dir}/folder.dot"], "cannot write"),
+}
+
+
+@pytest.mark.parametrize("argv, message", ERRORS.values(), ids=ERRORS.keys())
+def test_user_errors_exit_2_with_one_line(capsys, user, argv, message):
+    (user.parent / "bad.py").write_text("x = 1\nundefined_name\n")
+    (user.parent / "folder.dot").mkdir()
+    fill = {"user": str(user), "dir": str(user.parent)}
+    code, out, err = run(capsys, *(arg.format(**fill) for arg in argv))
+    assert code == 2
+    assert message.format(**fill) in err
+    assert err.startswith(f"invgraph {argv[0]}: error: ")
+    assert len(err.strip().splitlines()) == 1, err  # no traceback
+    assert out == ""
+
+
+@pytest.mark.parametrize("suffix", [".svg", ".pdf", ".png"])
+def test_draw_without_dot_says_so(capsys, user, tmp_path, monkeypatch, suffix):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    code, _, err = run(capsys, "draw", f"{user}:nodes", "-o", str(tmp_path / f"net{suffix}"))
+    assert code == 2
+    assert f"drawing to {suffix} needs Graphviz's dot program, which is not installed" in err
+    assert "net.dot" in err  # the way out
+    assert "Traceback" not in err
+    assert not (tmp_path / f"net{suffix}").exists()
+
+
+def test_traceback_option_shows_the_cause(capsys, user):
+    code, _, err = run(capsys, "--traceback", "check", f"{user}:boom")
+    assert code == 2
+    assert "Traceback" in err
+    assert 'raise RuntimeError("boom")' in err
+
+
+def test_sys_path_is_restored(capsys, user):
+    before = list(sys.path)
+    run(capsys, "summary", f"{user}:nodes")
+    assert sys.path == before
