@@ -159,6 +159,19 @@ class AbstractNode:
     def _build_module(self) -> tuple[nn.Module | None, list[Shape]]:
         raise NotImplementedError
 
+    def _built_module(self) -> nn.Module | None:
+        """The module if it was given already built (then without ``module_args``), else None."""
+        given = self.module_type
+        if not isinstance(given, nn.Module):
+            return None
+        if self.module_args:
+            raise InvGraphError(
+                f"{self._label()}: got a built {type(given).__name__} and module_args; "
+                f"give either a class with its arguments or a built module"
+            )
+        self.module_type = type(given)
+        return given
+
     # ----------------------------------------------------------------- access
     def __getattr__(self, attribute: str) -> Port:
         # node.out0, node.out1, ...: the node's output ports. A missing one raises an
@@ -218,13 +231,8 @@ class Node(AbstractNode):
     """
 
     def _build_module(self) -> tuple[nn.Module, list[Shape]]:
-        given = self.module_type
-        if isinstance(given, nn.Module):
-            if self.module_args:
-                raise InvGraphError(
-                    f"{self._label()}: got a built {type(given).__name__} and module_args; "
-                    f"give either a class with its arguments or a built block"
-                )
+        given = self._built_module()
+        if given is not None:
             if not isinstance(given, InvertibleModule):
                 raise InvGraphError(
                     f"{self._label()}: {type(given).__name__} is not an InvertibleModule"
@@ -243,13 +251,12 @@ class Node(AbstractNode):
                     f"{_format_shapes(self.condition_dims)}"
                 )
             module = given
-            self.module_type = type(given)
         else:
             args = dict(self.module_args or {})
             if self.conditions:
                 args["dims_c"] = self.condition_dims
             try:
-                module = given(self.input_dims, **args)
+                module = self.module_type(self.input_dims, **args)
             except InvGraphError as error:
                 raise InvGraphError(f"{self._label()}: {error}") from error
         _refuse_bare_single_output(self, module)
@@ -380,15 +387,7 @@ class FeedForwardNode(AbstractNode):
             raise InvGraphError(f"{self._label()}: needs at least one condition port to read")
 
     def _build_module(self) -> tuple[nn.Module, list[Shape]]:
-        given = self.module_type
-        if isinstance(given, nn.Module):
-            if self.module_args:
-                raise InvGraphError(
-                    f"{self._label()}: got a built {type(given).__name__} and module_args; "
-                    f"give either a class with its arguments or a built module"
-                )
-            module = given
-            self.module_type = type(given)
-        else:
-            module = given(**(self.module_args or {}))
+        module = self._built_module()
+        if module is None:
+            module = self.module_type(**(self.module_args or {}))
         return module, [self._declared_output]
