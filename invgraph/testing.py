@@ -8,7 +8,7 @@ the block's device and dtype); a graph's bare output tensor is read as a 1-tuple
 
 Errors are ``max |a - b| / (1 + |b|)``, absolute near zero and relative for large values, and
 pass when at most ``tol``. Default ``tol`` by dtype (round trip / log-det): float64 1e-10 /
-1e-8, float32 1e-4 / 1e-3, float16 1e-2 / 5e-2, bfloat16 5e-2 / 2e-1. :func:`check_log_det`
+1e-8, float32 1e-5 / 1e-3, float16 1e-2 / 5e-2, bfloat16 5e-2 / 2e-1. :func:`check_log_det`
 computes in float64 always, so its default is 1e-8.
 
 Example:
@@ -51,7 +51,7 @@ __all__ = [
 Tensors = Sequence[Tensor] | Tensor | None
 _TOLERANCES = {  # dtype: (round trip, log-det)
     torch.float64: (1e-10, 1e-8),
-    torch.float32: (1e-4, 1e-3),
+    torch.float32: (1e-5, 1e-3),
     torch.float16: (1e-2, 5e-2),
     torch.bfloat16: (5e-2, 2e-1),
 }
