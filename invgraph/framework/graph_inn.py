@@ -160,15 +160,16 @@ class GraphINN(InvertibleModule):
         position = {id(n): k for k, n in enumerate(computing)}
 
         # One slot per port; an output node reads the slot of the port it collects.
-        self._slot_of: dict[tuple[int, int], int] = {}
+        # (Keyed by id() while building only: ids change when the module is copied.)
+        slot_of: dict[tuple[int, int], int] = {}
         self._ports: list[Port] = []
         for node in forward_order:
             for index in range(len(node.output_dims)):
-                self._slot_of[id(node), index] = len(self._ports)
+                slot_of[id(node), index] = len(self._ports)
                 self._ports.append((node, index))
 
         def slots(ports: Iterable[Port]) -> tuple[int, ...]:
-            return tuple(self._slot_of[id(node), index] for node, index in ports)
+            return tuple(slot_of[id(node), index] for node, index in ports)
 
         def produced(node: AbstractNode) -> list[Port]:
             return [(node, i) for i in range(len(node.output_dims))]
