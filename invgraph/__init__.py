@@ -6,7 +6,7 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level.
 """
 
-from . import utils
+from . import losses, utils
 from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
@@ -105,6 +105,7 @@ __all__ = [
     "Split",
     "collect_nodes",
     "draw",
+    "losses",
     "summary",
     "utils",
 ]
