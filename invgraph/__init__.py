@@ -6,7 +6,7 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level.
 """
 
-from . import distributions, losses, utils
+from . import dequantization, distributions, losses, utils
 from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
@@ -104,6 +104,7 @@ __all__ = [
     "SequenceINN",
     "Split",
     "collect_nodes",
+    "dequantization",
     "distributions",
     "draw",
     "losses",
