@@ -6,7 +6,7 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level.
 """
 
-from . import dequantization, distributions, losses, utils
+from . import dequantization, distributions, losses, mixture, utils
 from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
@@ -108,6 +108,7 @@ __all__ = [
     "distributions",
     "draw",
     "losses",
+    "mixture",
     "summary",
     "utils",
 ]
