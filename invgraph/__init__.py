@@ -6,7 +6,7 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level.
 """
 
-from . import dequantization, distributions, losses, mixture, utils
+from . import architectures, dequantization, distributions, losses, mixture, utils
 from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
@@ -103,6 +103,7 @@ __all__ = [
     "Reshape",
     "SequenceINN",
     "Split",
+    "architectures",
     "collect_nodes",
     "dequantization",
     "distributions",

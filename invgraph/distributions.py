@@ -240,7 +240,7 @@ class FlowDensity(nn.Module):
         return self.nll(x, c) / (size * math.log(2)) + offset
 
     def sample(
-        self, n: int, c: Conditions = None, temperature: float = 1.0
+        self, n: int, c: Conditions = None, temperature: float | Sequence[float] = 1.0
     ) -> Tensor | tuple[Tensor, ...]:
         """``n`` samples in data space, returned as the network's inverse returns them (one
         tensor per input: a bare tensor for a single input unless ``force_tuple_output``).
@@ -252,17 +252,86 @@ class FlowDensity(nn.Module):
             temperature: Scales the latents about the base's mean:
                 :math:`z = \\mu + T (z' - \\mu)`, :math:`z' \\sim p_k`. For a normal base this
                 samples :math:`\\mathcal{N}(\\mu, T^2 \\Sigma)`; ``0`` returns the image of
-                the mode. Non-default bases need a ``mean`` for ``temperature != 1``.
+                the mode. Non-default bases need a ``mean`` for ``temperature != 1``. A
+                sequence gives one temperature per output (e.g. per level of a multiscale
+                flow), in the order of the outputs.
         """
         conditions = _broadcast_conditions(c, self.inn.dims_c, n, "FlowDensity.sample")
+        if not isinstance(temperature, Sequence):
+            temperatures = [temperature] * len(self.base)
+        elif len(temperature) == len(self.base):
+            temperatures = list(temperature)
+        else:
+            raise InvGraphError(
+                f"FlowDensity.sample: got {len(temperature)} temperature(s) for "
+                f"{len(self.base)} output(s); give one number or one per output"
+            )
         zs = []
-        for base in self.base:
+        for base, temperature in zip(self.base, temperatures):
             z = base.sample((n,))
             if temperature != 1.0:
                 z = base.mean + temperature * (z - base.mean)
             zs.append(z)
         x, _ = self.inn(tuple(zs), c=conditions, rev=True, jac=False)
         return x
+
+    def sample_posterior(
+        self, n: int, c: Tensor | Sequence[Tensor], **sample_options: Any
+    ) -> Tensor | tuple[Tensor, ...]:
+        r"""``n`` samples :math:`x \sim p(x \mid c_b)` for each of a batch of observations.
+
+        .. math::
+
+            x_{b,i} = f^{-1}(z_{b,i}; c_b), \qquad z_{b,i} \sim p_Z,
+            \qquad b < B, \; i < n.
+
+        One batched inverse pass: each condition is repeated ``n`` times along the batch
+        (``repeat_interleave``, so the rows of observation ``b`` are contiguous), passed to
+        :meth:`sample`, and the samples reshaped to ``(B, n, *dims)``.
+
+        Arguments:
+            n: The number of samples per observation.
+            c: The observations: one tensor of shape ``(B, *dims)`` per condition of the
+                network, all with the same ``B``.
+            **sample_options: Passed on to :meth:`sample` (e.g. ``temperature``).
+
+        Returns:
+            One tensor of shape ``(B, n, *dims)`` per input of the network, returned as
+            :meth:`sample` returns them (a bare tensor for a single input).
+
+        Example:
+            >>> import torch, invgraph as ig
+            >>> from invgraph.distributions import FlowDensity
+            >>> x, y = ig.InputNode(4, name="x"), ig.ConditionNode(2, name="y")
+            >>> args = {"subnet_constructor": torch.nn.Linear}
+            >>> coupling = ig.Node(x, ig.GLOWCouplingBlock, args, conditions=y, name="coupling")
+            >>> inn = ig.GraphINN([x, y, coupling, ig.OutputNode(coupling, name="z")])
+            >>> FlowDensity(inn).sample_posterior(5, torch.zeros(3, 2)).shape
+            torch.Size([3, 5, 4])
+        """
+        conditions = _as_tuple(c)
+        dims_c = [tuple(d) for d in self.inn.dims_c]
+        who = "FlowDensity.sample_posterior"
+        if len(conditions) != len(dims_c) or not conditions:
+            raise InvGraphError(
+                f"{who}: expected {len(dims_c)} condition(s) of shapes "
+                f"{[('B', *d) for d in dims_c]}, got {len(conditions)}"
+            )
+        batch = conditions[0].shape[0] if conditions[0].dim() > 0 else 0
+        for k, (cond, dims) in enumerate(zip(conditions, dims_c)):
+            if tuple(cond.shape) != (batch, *dims) or batch < 1:
+                raise InvGraphError(
+                    f"{who}: condition {k} must have shape ({batch}, "
+                    f"{', '.join(map(str, dims))}) (a batch of observations, the same batch "
+                    f"for every condition); got {tuple(cond.shape)}"
+                )
+        if n < 1:
+            raise InvGraphError(f"{who}: n must be a positive number of samples, got {n}")
+        repeated = tuple(cond.repeat_interleave(n, dim=0) for cond in conditions)
+        x = self.sample(batch * n, repeated, **sample_options)
+        if isinstance(x, Tensor):
+            return x.reshape(batch, n, *x.shape[1:])
+        return tuple(t.reshape(batch, n, *t.shape[1:]) for t in x)
 
 
 class PushForwardDistribution(Distribution):

@@ -265,3 +265,20 @@ def test_push_forward_of_a_single_output_graph_with_conditions():
 def test_push_forward_rejects_several_outputs():
     with pytest.raises(ig.InvGraphError, match="one input and one output"):
         PushForwardDistribution(StandardNormalDistribution(2), two_in_two_out())
+
+
+def test_temperature_per_output_scales_each_latent_by_its_own_value():
+    inn = two_in_two_out()
+    density = FlowDensity(inn)
+    y = torch.randn(3, dtype=torch.float64)
+    torch.manual_seed(5)
+    hot = density.sample(4, y)
+    torch.manual_seed(5)
+    mixed = density.sample(4, y, temperature=[0.0, 0.5])
+    (_, z1_hot), _ = inn(hot, y.expand(4, 3))
+    (z0, z1), _ = inn(mixed, y.expand(4, 3))
+    torch.testing.assert_close(z0, torch.zeros_like(z0), atol=1e-10, rtol=0)
+    torch.testing.assert_close(z1, 0.5 * z1_hot)
+    assert z1_hot.abs().min() > 0  # the second latent was really drawn, then scaled
+    with pytest.raises(ig.InvGraphError, match="3 temperature"):
+        density.sample(4, y, temperature=[1.0, 1.0, 1.0])
