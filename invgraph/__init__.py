@@ -6,7 +6,7 @@ determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level.
 """
 
-from . import architectures, dequantization, distributions, losses, mixture, utils
+from . import architectures, dequantization, distributions, losses, mixture, toy_data, utils
 from .drawing import draw, summary
 from .errors import InvGraphError
 from .framework import (
@@ -111,5 +111,6 @@ __all__ = [
     "losses",
     "mixture",
     "summary",
+    "toy_data",
     "utils",
 ]

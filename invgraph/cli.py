@@ -42,11 +42,10 @@ from .errors import InvGraphError
 from .framework import AbstractNode, GraphINN, InputNode, Node, OutputNode, SequenceINN
 from .modules import GLOWCouplingBlock, InvertibleModule, PermuteRandom
 from .testing import CheckReport, check_block
+from .toy_data import TWO_MOONS_ENTROPY, two_moons
 
-__all__ = ["TWO_MOONS_ENTROPY", "DemoSubnet", "demo_flow", "main", "two_moons"]
+__all__ = ["DemoSubnet", "demo_flow", "main"]
 
-TWO_MOONS_ENTROPY = 2.39
-"""Differential entropy of :func:`two_moons` in nats (numerical integration: 2.396)."""
 
 _DRAWING_FORMATS = {".svg": "svg", ".pdf": "pdf", ".png": "png", ".dot": None, ".gv": None}
 _INSTALL_EXTRA = 'pip install "invgraph[tutorials]"'
@@ -117,31 +116,6 @@ def demo_flow(blocks: int = 8, seed: int = 0) -> GraphINN:
     return GraphINN(nodes)
 
 
-def two_moons(n: int, rng: np.random.Generator) -> Tensor:
-    """Two interleaved half circles, noise sd 0.1, scaled by 2 and shifted by (-1, -0.2).
-
-    Its entropy is about 2.39 nats (:data:`TWO_MOONS_ENTROPY`).
-
-    Arguments:
-        n: Number of points.
-        rng: The numpy generator to draw from.
-
-    Example:
-        >>> import numpy as np
-        >>> tuple(two_moons(100, np.random.default_rng(0)).shape)
-        (100, 2)
-    """
-    t = rng.uniform(0, np.pi, n)
-    upper = rng.random(n) < 0.5
-    points = np.where(
-        upper[:, None],
-        np.stack([np.cos(t), np.sin(t)], 1),
-        np.stack([1 - np.cos(t), 0.5 - np.sin(t)], 1),
-    )
-    points = points + rng.normal(0, 0.1, points.shape)
-    return torch.as_tensor(points * 2 + [-1.0, -0.2], dtype=torch.float32)
-
-
 def _log_likelihood(flow: GraphINN, x: Tensor) -> Tensor:
     """``log p(x) = log N(f(x); 0, I) + log|det J_f(x)|``, one value per sample."""
     z, log_det = flow(x)
@@ -174,7 +148,7 @@ def _demo(args: argparse.Namespace) -> int:
             samples = _plot_samples(Figure(figsize=(9, 4), layout="constrained"), flow, rng)
             density = _plot_density(Figure(figsize=(6, 4), layout="constrained"), flow, test_nll)
     print(
-        f"test NLL {test_nll:.3f} nats; the data's entropy is about {TWO_MOONS_ENTROPY} nats "
+        f"test NLL {test_nll:.3f} nats; the data's entropy is about {TWO_MOONS_ENTROPY:.2f} nats "
         f"(the gap, {test_nll - TWO_MOONS_ENTROPY:.3f}, is the KL divergence left to close)"
     )
     print(f"samples: {_save_figure(samples, output / 'samples.png')}")
