@@ -150,7 +150,9 @@ class FlowDensity(nn.Module):
 
     Arguments:
         inn: The network, data to latents: a :class:`~invgraph.GraphINN`,
-            :class:`~invgraph.SequenceINN` or any block.
+            :class:`~invgraph.SequenceINN` or any block, also wrapped in
+            ``DistributedDataParallel`` or ``DataParallel`` (the wrapper runs the network,
+            so that gradients are averaged; shapes are read from the wrapped network).
         base: One distribution per output, in the order of the output nodes: objects with
             ``log_prob(z) -> (batch,)`` and ``sample(sample_shape)``, e.g. a
             ``torch.distributions.Independent``. Those that are ``nn.Module``\ s become
@@ -177,7 +179,8 @@ class FlowDensity(nn.Module):
     def __init__(self, inn: InvertibleModule, base: Any = None):
         super().__init__()
         self.inn = inn
-        self.output_shapes = [tuple(s) for s in inn.output_dims(inn.dims_in)]
+        network = self.network
+        self.output_shapes = [tuple(s) for s in network.output_dims(network.dims_in)]
         if base is None:  # on the network's device and dtype; .to() moves it with the network
             tensors = itertools.chain(inn.parameters(), inn.buffers())
             like = next((t for t in tensors if t.is_floating_point()), None)
@@ -194,6 +197,12 @@ class FlowDensity(nn.Module):
         # so the list below keeps pointing at the live ones); the others are kept as given.
         self.base_modules = nn.ModuleList(b for b in base if isinstance(b, nn.Module))
         self.base: list[Any] = base
+
+    @property
+    def network(self) -> InvertibleModule:
+        """The network, unwrapped from ``DistributedDataParallel`` or ``DataParallel``."""
+        wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+        return self.inn.module if isinstance(self.inn, wrappers) else self.inn
 
     def log_prob(self, x: Tensor | Sequence[Tensor], c: Conditions = None) -> Tensor:
         """:math:`\\log p(x \\mid c)`, a ``(batch,)`` tensor.
@@ -235,7 +244,7 @@ class FlowDensity(nn.Module):
         images) scaled and dequantised to :math:`[0, 1)`, pass ``n_bins``: the term converts
         the density on :math:`[0, 1)^D` into the usual discrete bits per dimension.
         """
-        size = sum(math.prod(shape) for shape in self.inn.dims_in)
+        size = sum(math.prod(shape) for shape in self.network.dims_in)
         offset = 0.0 if n_bins is None else math.log2(n_bins)
         return self.nll(x, c) / (size * math.log(2)) + offset
 
@@ -256,7 +265,7 @@ class FlowDensity(nn.Module):
                 sequence gives one temperature per output (e.g. per level of a multiscale
                 flow), in the order of the outputs.
         """
-        conditions = _broadcast_conditions(c, self.inn.dims_c, n, "FlowDensity.sample")
+        conditions = _broadcast_conditions(c, self.network.dims_c, n, "FlowDensity.sample")
         if not isinstance(temperature, Sequence):
             temperatures = [temperature] * len(self.base)
         elif len(temperature) == len(self.base):
@@ -310,7 +319,7 @@ class FlowDensity(nn.Module):
             torch.Size([3, 5, 4])
         """
         conditions = _as_tuple(c)
-        dims_c = [tuple(d) for d in self.inn.dims_c]
+        dims_c = [tuple(d) for d in self.network.dims_c]
         who = "FlowDensity.sample_posterior"
         if len(conditions) != len(dims_c) or not conditions:
             raise InvGraphError(

@@ -46,6 +46,7 @@ __all__ = [
     "check_meta_device",
     "check_output_dims",
     "check_save_load",
+    "saved_tensor_bytes",
 ]
 
 Tensors = Sequence[Tensor] | Tensor | None
@@ -590,3 +591,38 @@ def check_block(
         kwargs = {"tol": tols[name]} if name in tols else {}
         results.append(CHECKS[name](copied, xs, cs, **kwargs))
     return CheckReport(f"{type(block).__name__}({block.extra_repr()})", tuple(results))
+
+
+def saved_tensor_bytes(step: Callable[[], Tensor], exclude: Iterable[Tensor] = ()) -> int:
+    """Bytes that autograd keeps for the backward pass of ``step()``'s result.
+
+    Runs ``step`` (which returns a loss) under
+    :func:`torch.autograd.graph.saved_tensors_hooks`, then its backward pass, and adds up
+    the storages of the tensors saved for backward, each storage once, leaving out those
+    of ``exclude`` (typically the model's parameters, which exist anyway). This is the
+    activation memory of a training step, measured the same way in any mode.
+
+    Arguments:
+        step: Computes a scalar loss from scratch (forward pass included).
+        exclude: Tensors whose storages are not counted.
+
+    Example:
+        >>> import torch
+        >>> weight = torch.randn(8, 8, requires_grad=True)
+        >>> x = torch.randn(32, 8)
+        >>> saved_tensor_bytes(lambda: (x @ weight).tanh().sum(), exclude=[weight])
+        2048
+    """
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: Tensor) -> Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = step()
+    loss.backward()
+    return sum(storages.values())

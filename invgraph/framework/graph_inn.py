@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..errors import InvGraphError
 from ..modules.base import InvertibleModule, Shape
+from .memory_efficient import Program, run_memory_efficient
 from .nodes import (
     AbstractNode,
     ConditionNode,
@@ -23,6 +24,7 @@ from .nodes import (
     _format_shapes,
     port_name,
 )
+from .plan import BLOCK, FEED_FORWARD, UNARY, Step, at_least_float32, batch_log_det
 
 if TYPE_CHECKING:
     import graphviz
@@ -30,27 +32,6 @@ if TYPE_CHECKING:
     from ..drawing import Summary
 
 __all__ = ["GraphINN", "ReversibleGraphNet", "batch_log_det", "collect_nodes"]
-
-# What a step of the execution plan runs. One input and one output is by far the most
-# common case (couplings, permutations, normalisations); it gets a path without loops.
-_UNARY = 0  # an invertible block with one input, one output and no conditions
-_BLOCK = 1  # an invertible block with several inputs or outputs, or with conditions
-_FEED_FORWARD = 2  # a FeedForwardNode's network
-
-_Step = tuple[int, int, tuple[int, ...], tuple[int, ...], tuple[int, ...]]
-"""One module call of a plan: ``(position in module_list, kind, data slots read,
-condition slots read, slots written)``."""
-
-
-def batch_log_det(reference: Tensor, log_det: Any, jac: bool) -> Tensor:
-    """The summed log-det as a ``(batch,)`` tensor on ``reference``'s device and dtype.
-
-    Blocks may return constants (a number or a 0-dim tensor); a graph whose blocks all do,
-    or a call with ``jac=False`` (zeros, as FrEIA returns), still gives a ``(batch,)`` tensor.
-    """
-    if jac and isinstance(log_det, Tensor) and log_det.dim() == 1:
-        return log_det
-    return reference.new_zeros(reference.shape[0]) + (log_det if jac else 0.0)
 
 
 def collect_nodes(*nodes: AbstractNode) -> list[AbstractNode]:
@@ -108,6 +89,14 @@ class GraphINN(InvertibleModule):
             runs (cheap), and each block's outputs against its ``output_dims`` the first
             time each direction runs. Set ``False`` to skip the input checks in hot loops.
         verbose: Print the graph once built.
+        memory_efficient: Train without storing activations (also settable later as the
+            attribute ``memory_efficient``): while gradients are being recorded, the graph
+            runs as one autograd function that keeps only its outputs and the tensors read
+            as conditions, and the backward pass reconstructs each block's inputs by its
+            inverse and recomputes the block (see :mod:`invgraph.framework.memory_efficient`
+            for what is kept and why). Saved memory is flat in depth; a step costs one extra
+            inverse and one extra forward per block. Not traced by ``torch.compile`` and not
+            supported by ``nn.DataParallel`` (use ``DistributedDataParallel``).
 
     Example:
         >>> import torch, invgraph as ig
@@ -136,6 +125,7 @@ class GraphINN(InvertibleModule):
         force_tuple_output: bool = False,
         check_shapes: bool = True,
         verbose: bool = False,
+        memory_efficient: bool = False,
     ):
         nodes = _gather(node_list)
         in_nodes = [n for n in nodes if isinstance(n, InputNode)]
@@ -152,6 +142,7 @@ class GraphINN(InvertibleModule):
         self.condition_nodes = condition_nodes
         self.force_tuple_output = force_tuple_output
         self.check_shapes = check_shapes
+        self.memory_efficient = memory_efficient
 
         # The plans refer to modules by position, so module_list may take any order: take
         # FrEIA's, so that FrEIA checkpoints (keys "module_list.<k>.") load unchanged.
@@ -174,19 +165,19 @@ class GraphINN(InvertibleModule):
         def produced(node: AbstractNode) -> list[Port]:
             return [(node, i) for i in range(len(node.output_dims))]
 
-        def step(node: AbstractNode, rev: bool) -> _Step:
+        def step(node: AbstractNode, rev: bool) -> Step:
             if isinstance(node, FeedForwardNode):
-                kind, reads, writes = _FEED_FORWARD, (), slots(produced(node))
+                kind, reads, writes = FEED_FORWARD, (), slots(produced(node))
             else:
                 unary = len(node.inputs) == len(node.output_dims) == 1 and not node.conditions
-                kind = _UNARY if unary else _BLOCK
+                kind = UNARY if unary else BLOCK
                 reads, writes = slots(node.inputs), slots(produced(node))
                 if rev:
                     reads, writes = writes, reads
             return (position[id(node)], kind, reads, slots(node.conditions), writes)
 
         self._computing_nodes = computing
-        self._plans: tuple[tuple[_Step, ...], tuple[_Step, ...]] = (
+        self._plans: tuple[tuple[Step, ...], tuple[Step, ...]] = (
             tuple(step(n, False) for n in forward_order if n.module is not None),
             tuple(step(n, True) for n in reverse_order if n.module is not None),
         )
@@ -233,6 +224,8 @@ class GraphINN(InvertibleModule):
         if check:
             self._check_call(tensors, conditions, rev)
         verify_outputs = check and not self._outputs_verified[rev]
+        if self.memory_efficient and torch.is_grad_enabled() and not intermediate_outputs:
+            return self._run_memory_efficient(tensors, conditions, rev, jac, verify_outputs)
 
         slots: list[Any] = [None] * self._n_slots
         for slot, tensor in zip(self._output_slots if rev else self._input_slots, tensors):
@@ -246,9 +239,9 @@ class GraphINN(InvertibleModule):
         try:
             for position, kind, reads, conds, writes in self._plans[rev]:
                 module = modules[position]
-                if kind == _UNARY:
+                if kind == UNARY:
                     outputs, block_log_det = module((slots[reads[0]],), rev=rev, jac=jac)
-                elif kind == _BLOCK:
+                elif kind == BLOCK:
                     outputs, block_log_det = module(
                         tuple([slots[i] for i in reads]),
                         c=tuple([slots[i] for i in conds]),
@@ -260,14 +253,14 @@ class GraphINN(InvertibleModule):
                     block_log_det = None
                 if verify_outputs:
                     self._verify_step(position, rev, jac, outputs, block_log_det)
-                if kind == _UNARY:
+                if kind == UNARY:
                     slots[writes[0]] = outputs[0]
                 else:
                     for slot, tensor in zip(writes, outputs):
                         slots[slot] = tensor
-                if kind != _FEED_FORWARD:
+                if kind != FEED_FORWARD:
                     if jac:
-                        log_det = log_det + block_log_det
+                        log_det = log_det + at_least_float32(block_log_det)
                     if per_node is not None:
                         per_node[position] = block_log_det
         except Exception as error:
@@ -288,6 +281,42 @@ class GraphINN(InvertibleModule):
         if len(results) == 1 and not self.force_tuple_output:
             return results[0], log_det
         return results, log_det
+
+    def _run_memory_efficient(
+        self, tensors: tuple, conditions: tuple, rev: bool, jac: bool, verify_outputs: bool
+    ) -> tuple[Any, Tensor]:
+        if getattr(self, "_is_replica", False):
+            raise InvGraphError(
+                "GraphINN: memory_efficient=True does not work under nn.DataParallel (its "
+                "replicas hide their parameters); use DistributedDataParallel"
+            )
+        program = Program(
+            modules=list(self.module_list),
+            steps=self._plans[rev],
+            n_slots=self._n_slots,
+            entry_slots=self._output_slots if rev else self._input_slots,
+            exit_slots=self._input_slots if rev else self._output_slots,
+            condition_slots=self._condition_slots,
+            rev=rev,
+            jac=jac,
+            describe=lambda position: str(self.module_position_to_node(position)),
+            verify=(
+                (lambda position, out, ld: self._verify_step(position, rev, jac, out, ld))
+                if verify_outputs
+                else None
+            ),
+        )
+        results, log_det = run_memory_efficient(program, tensors, conditions)
+        if verify_outputs and jac:
+            self._outputs_verified[rev] = True
+        if len(results) == 1 and not self.force_tuple_output:
+            return results[0], log_det
+        return results, log_det
+
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        """Exact when every block is (a nested network is reconstructed as one block)."""
+        return all(getattr(module, "exact_inverse", True) for module in self.module_list)
 
     def inverse(
         self,

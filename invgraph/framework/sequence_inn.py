@@ -6,12 +6,14 @@ import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
 from ..modules.base import InvertibleModule, Shape
 from ..modules.inverse import Inverse
-from .graph_inn import batch_log_det
+from .memory_efficient import Program, run_memory_efficient
+from .plan import BLOCK, UNARY, Step, at_least_float32, batch_log_det
 
 if TYPE_CHECKING:
     import graphviz
@@ -36,6 +38,9 @@ class SequenceINN(InvertibleModule):
         *dims: The shape of one input sample (the batch dimension is implicit).
         force_tuple_output: Return a 1-tuple instead of a bare tensor.
         check_shapes: Check the input's and the conditions' shapes before running.
+        memory_efficient: Train without storing activations, reconstructing each block's
+            input by its inverse in the backward pass; as
+            :class:`~invgraph.framework.GraphINN`'s option of the same name.
 
     Example:
         >>> import torch, invgraph as ig
@@ -51,7 +56,13 @@ class SequenceINN(InvertibleModule):
         (2, 4, 8, 8)
     """
 
-    def __init__(self, *dims: int, force_tuple_output: bool = False, check_shapes: bool = True):
+    def __init__(
+        self,
+        *dims: int,
+        force_tuple_output: bool = False,
+        check_shapes: bool = True,
+        memory_efficient: bool = False,
+    ):
         if not dims:
             raise InvGraphError("SequenceINN: needs the input's shape, e.g. SequenceINN(3, 32, 32)")
         super().__init__([dims])
@@ -60,6 +71,7 @@ class SequenceINN(InvertibleModule):
         self.module_list = nn.ModuleList()
         self.force_tuple_output = force_tuple_output
         self.check_shapes = check_shapes
+        self.memory_efficient = memory_efficient
         self._outputs_verified = [False, False]
 
     def append(
@@ -133,6 +145,8 @@ class SequenceINN(InvertibleModule):
         if self.check_shapes:
             self._check_call(x, conditions, rev)
         verify = self.check_shapes and not self._outputs_verified[rev]
+        if self.memory_efficient and torch.is_grad_enabled():
+            return self._run_memory_efficient(x, conditions, rev, jac, verify)
         order = range(len(self.module_list) - 1, -1, -1) if rev else range(len(self.module_list))
         modules = list(self.module_list)
         values = (x,)
@@ -146,11 +160,43 @@ class SequenceINN(InvertibleModule):
             if verify:
                 self._verify(k, rev, values)
             if jac:
-                log_det = log_det + block_log_det
+                log_det = log_det + at_least_float32(block_log_det)
         if verify and jac:
             self._outputs_verified[rev] = True
         log_det = batch_log_det(x, log_det, jac)
         return (values if self.force_tuple_output else values[0]), log_det
+
+    def _run_memory_efficient(
+        self, x: Tensor, conditions: tuple, rev: bool, jac: bool, verify: bool
+    ) -> tuple[Any, Tensor]:
+        # The chain as a plan over slots: value k enters block k, which writes value k + 1;
+        # the conditions follow in slots n + 1, n + 2, ...
+        n = len(self.module_list)
+        steps: list[Step] = []
+        for k, cond in enumerate(self.conditions):
+            kind, conds = (UNARY, ()) if cond is None else (BLOCK, (n + 1 + cond,))
+            steps.append((k, kind, (k + 1,) if rev else (k,), conds, (k,) if rev else (k + 1,)))
+        program = Program(
+            modules=list(self.module_list),
+            steps=tuple(reversed(steps) if rev else steps),
+            n_slots=n + 1 + len(conditions),
+            entry_slots=(n,) if rev else (0,),
+            exit_slots=(0,) if rev else (n,),
+            condition_slots=tuple(range(n + 1, n + 1 + len(conditions))),
+            rev=rev,
+            jac=jac,
+            describe=lambda k: f"SequenceINN block {k} ({type(self.module_list[k]).__name__})",
+            verify=(lambda k, out, _: self._verify(k, rev, out)) if verify else None,
+        )
+        (result,), log_det = run_memory_efficient(program, (x,), conditions)
+        if verify and jac:
+            self._outputs_verified[rev] = True
+        return ((result,) if self.force_tuple_output else result), log_det
+
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        """Exact when every block is (a nested network is reconstructed as one block)."""
+        return all(getattr(module, "exact_inverse", True) for module in self.module_list)
 
     def _check_call(self, x: Tensor, conditions: tuple, rev: bool) -> None:
         expected = self.shapes[0 if not rev else -1]

@@ -79,6 +79,12 @@ class InvertibleModule(nn.Module):
     #: a condition wired to them is reported instead of silently ignored.
     takes_conditions: ClassVar[bool] = True
 
+    #: Whether forward and inverse undo each other exactly (up to rounding). The graphs'
+    #: memory-efficient mode reconstructs a block's inputs from its outputs by the inverse;
+    #: a block whose inverse is approximate (an iterative solve) sets this to ``False``, and
+    #: its inputs are stored instead.
+    exact_inverse: ClassVar[bool] = True
+
     def __init__(
         self, dims_in: Iterable[Sequence[int]], dims_c: Iterable[Sequence[int]] | None = None
     ):

@@ -124,7 +124,14 @@ class CouplingBlock(InvertibleModule):
         raise NotImplementedError
 
     def _step(self, side: int, x: Tensor, u: Tensor, c: Sequence[Tensor], rev: bool):
-        return self._bijection(side, x, self._conditioner(side, concat_conditions(u, c)), rev)
+        parameters = self._conditioner(side, concat_conditions(u, c))
+        # Under autocast the subnets run in low precision; the bijection runs in the data's
+        # precision, so that forward and inverse stay exact inverses of each other.
+        if isinstance(parameters, Tensor):
+            parameters = parameters.to(x.dtype)
+        elif isinstance(parameters, tuple):
+            parameters = tuple(p.to(x.dtype) for p in parameters)
+        return self._bijection(side, x, parameters, rev)
 
     def forward(
         self,

@@ -43,6 +43,11 @@ class Inverse(InvertibleModule):
         super().__init__(module.output_dims(module.dims_in), module.dims_c)
         self.module = module
 
+    @property
+    def exact_inverse(self) -> bool:  # type: ignore[override]
+        """Exact as the wrapped block is: the two run the same pair of maps."""
+        return self.module.exact_inverse
+
     def forward(
         self,
         x_or_z: tuple[Tensor, ...],

@@ -125,6 +125,8 @@ class IResNetLayer(InvertibleModule):
         (True, True)
     """
 
+    exact_inverse = False  # a fixed number of fixed-point steps
+
     def __init__(
         self,
         dims_in: Sequence[Sequence[int]],
