@@ -1,4 +1,4 @@
-"""Every ```python block of every docs/*.md page runs, in order, one namespace per page.
+"""Every ```python block of every docs page (docs/**/*.md) runs, in order, one namespace per page.
 
 A block that is a fragment (it cannot run alone) is marked by the line
 ``<!-- not-run -->`` right before its opening fence, and skipped. Each page runs as a
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 DOCS = Path(__file__).parent.parent / "docs"
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(p for p in DOCS.rglob("*.md") if "_build" not in p.relative_to(DOCS).parts)
 NOT_RUN = "<!-- not-run -->"
 _BLOCK = re.compile(r"^```python[ \t]*\n(.*?)^```[ \t]*$", flags=re.DOTALL | re.MULTILINE)
 
@@ -64,9 +64,12 @@ def test_blocks_are_found_in_order_and_not_run_marks_are_honoured():
     ]
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[page.stem for page in PAGES])
+NAMES = [page.relative_to(DOCS).with_suffix("").as_posix() for page in PAGES]
+
+
+@pytest.mark.parametrize("page", PAGES, ids=NAMES)
 def test_page_examples_run(page: Path, monkeypatch: pytest.MonkeyPatch):
-    name = f"_docs_{page.stem}"
+    name = "_docs_" + page.relative_to(DOCS).with_suffix("").as_posix().replace("/", "_")
     module = types.ModuleType(name)
     module.__file__ = str(page)
     monkeypatch.setitem(sys.modules, name, module)

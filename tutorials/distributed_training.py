@@ -46,7 +46,7 @@ from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
 parser = argparse.ArgumentParser()
 parser.add_argument("--steps", type=int, default=400)
 parser.add_argument("--batch", type=int, default=256, help="the whole batch, all processes")
-arguments = parser.parse_args()
+arguments, _ = parser.parse_known_args()  # a notebook kernel passes its own
 
 if "RANK" not in os.environ:  # started with python, not torchrun: a world of one
     os.environ.update(RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT="29533")

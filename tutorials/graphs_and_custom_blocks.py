@@ -31,6 +31,7 @@ from invgraph.testing import check_block
 from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
 
 torch.manual_seed(0)
+torch.set_num_threads(1)  # a small model: one thread is as fast, and robust on a busy CPU
 
 
 class AffineCoupling(InvertibleModule):

@@ -33,7 +33,7 @@ per level.
 import math
 import time
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
@@ -43,9 +43,6 @@ from tqdm import tqdm
 import invgraph as ig
 from invgraph.architectures import multiscale_flow
 from invgraph.distributions import FlowDensity
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 torch.manual_seed(0)
 rng = np.random.default_rng(0)

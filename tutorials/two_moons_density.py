@@ -18,7 +18,7 @@ entropy of the data: their gap is :math:`\\mathrm{KL}(p \\,\\|\\, q)`, what the 
 # %%
 import time
 
-import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
@@ -27,9 +27,6 @@ from tqdm import tqdm
 import invgraph as ig
 from invgraph.distributions import FlowDensity
 from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 # A model this small runs as fast on one thread, and a single thread is not slowed down
 # by other jobs on a shared machine (as in CI).
