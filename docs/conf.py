@@ -79,6 +79,7 @@ def _notebook(script: Path) -> nbformat.NotebookNode:
             cells.append(nbformat.v4.new_code_cell("\n".join(lines).strip()))
     notebook = nbformat.v4.new_notebook(cells=cells)
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3"}
+    notebook.metadata["language_info"] = {"name": "python"}  # highlighting, executed or not
     return notebook
 
 
