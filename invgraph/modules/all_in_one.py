@@ -11,7 +11,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, LogDet, Shape, mix_channels, sum_except_batch
+from .base import (
+    InvertibleModule,
+    LogDet,
+    Shape,
+    full_precision,
+    mix_channels,
+    sum_except_batch,
+)
 from .coupling import SubnetConstructor, _subnets, broadcast_conditions, concat_conditions
 
 __all__ = ["AllInOneBlock", "GlobalAffineType"]
@@ -206,17 +213,21 @@ class AllInOneBlock(InvertibleModule):
     def _mixing_matrix(self) -> Tensor:
         """:math:`W`, the ``(C, C)`` orthogonal matrix applied after the coupling."""
         w = self.w_0 if self.householder else self.w_perm.reshape(self.w_perm.shape[:2])
-        if self.permute_soft:
-            w = _orthogonalize(w)
-        for k in range(self.householder):  # W H_k = W - 2 (W v) v^T / v^T v
-            v = self.vk_householder[k]
-            w = w - torch.outer(w @ v, v) * (2.0 / v.dot(v))
+        if not (self.permute_soft or self.householder):
+            return w  # a fixed permutation
+        with full_precision(w):  # an orthogonal W, also under autocast
+            if self.permute_soft:
+                w = _orthogonalize(w)
+            for k in range(self.householder):  # W H_k = W - 2 (W v) v^T / v^T v
+                v = self.vk_householder[k]
+                w = w - torch.outer(w @ v, v) * (2.0 / v.dot(v))
         return w
 
     def _coupling(self, x: Tensor, c: Sequence[Tensor], rev: bool) -> tuple[Tensor, Tensor]:
         """The affine map of :math:`x_2` given :math:`x_1` and ``c``, and its log-scales."""
         x1, x2 = torch.split(x, self.splits, dim=1)
-        a = 0.1 * self.subnet(concat_conditions(x1, c))
+        # the subnet may run in low precision (autocast); the affine map runs in the data's
+        a = 0.1 * self.subnet(concat_conditions(x1, c)).to(x.dtype)
         log_scale = self.affine_clamping * torch.tanh(a[:, : self.splits[1]])
         if self.gin_block:  # centred over the whole sample: volume preserving
             per_sample = tuple(range(1, log_scale.dim()))

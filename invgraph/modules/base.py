@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -10,7 +11,14 @@ from torch import Tensor, nn
 
 from ..errors import InvGraphError
 
-__all__ = ["InvertibleModule", "LogDet", "Shape", "mix_channels", "sum_except_batch"]
+__all__ = [
+    "InvertibleModule",
+    "LogDet",
+    "Shape",
+    "full_precision",
+    "mix_channels",
+    "sum_except_batch",
+]
 
 Shape = tuple[int, ...]
 """The shape of one tensor without its batch dimension."""
@@ -118,10 +126,44 @@ class InvertibleModule(nn.Module):
 
 
 def sum_except_batch(x: Tensor) -> Tensor:
-    """Sum over every dimension but the first: ``(B, ...) -> (B,)``."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+    """Sum over every dimension but the first: ``(B, ...) -> (B,)``, in at least float32.
+
+    A log-det sums many terms: in bfloat16 (8 significant bits) a sum near 3000 would be
+    rounded to a multiple of 16, so low-precision terms are accumulated, and returned, in
+    float32 (float64 stays float64).
+    """
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x.reshape(x.shape[0], -1).sum(dim=1, dtype=dtype)
+
+
+def full_precision(x: Tensor) -> contextlib.AbstractContextManager:
+    """A context in which :func:`torch.autocast` is off on ``x``'s device.
+
+    Under autocast, matrix products and convolutions run in low precision. A block's own
+    bijection (a mixing matrix and its inverse, a coupling's affine map) runs in the data's
+    precision, so that forward and inverse stay inverses of each other to the data's
+    rounding; only its subnetworks, where the compute is, run in low precision. Devices
+    without autocast (``meta``) get a context that does nothing.
+
+    Example:
+        >>> import torch
+        >>> x, matrix = torch.randn(2, 3), torch.randn(3, 3)
+        >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+        ...     with full_precision(x):
+        ...         kept = x @ matrix
+        ...     lowered = x @ matrix
+        >>> kept.dtype, lowered.dtype
+        (torch.float32, torch.bfloat16)
+    """
+    if torch.amp.is_autocast_available(x.device.type):
+        return torch.autocast(x.device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def mix_channels(x: Tensor, matrix: Tensor) -> Tensor:
-    """``matrix @ x[b, :, ...]`` at every batch index and position of a ``(B, C, ...)`` tensor."""
-    return torch.einsum("ij,bj...->bi...", matrix, x)
+    """``matrix @ x[b, :, ...]`` at every batch index and position of a ``(B, C, ...)`` tensor.
+
+    Computed in ``x``'s dtype, also under autocast (see :func:`full_precision`).
+    """
+    with full_precision(x):
+        return torch.einsum("ij,bj...->bi...", matrix.to(x.dtype), x)

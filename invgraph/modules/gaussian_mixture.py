@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape
+from .base import InvertibleModule, Shape, full_precision
 
 __all__ = ["GaussianMixtureModel"]
 
@@ -155,7 +155,8 @@ class GaussianMixtureModel(InvertibleModule):
         jac: bool = True,
     ) -> tuple[tuple[Tensor, ...], Tensor | None]:
         x, (w, mu, entries, index) = self._read(x_or_z, c)
-        d = self.x_dims
+        # in the data's dtype, also under autocast or with low-precision predicted parameters
+        mu, entries, d = mu.to(x.dtype), entries.to(x.dtype), self.x_dims
         if index is None:
             x = x.unsqueeze(1) if x.dim() == 2 else x  # one point through all K components
         else:
@@ -167,10 +168,11 @@ class GaussianMixtureModel(InvertibleModule):
         zero = entries.new_zeros(*entries.shape[:-1], 1)
         values = torch.cat([entries[..., :d].exp(), entries[..., d:], zero], dim=-1)
         u = values.index_select(-1, self._layout).unflatten(-1, (d, d))
-        if rev:
-            out = mu + torch.linalg.solve_triangular(u, x.unsqueeze(-1), upper=True).squeeze(-1)
-        else:
-            out = (u @ (x - mu).unsqueeze(-1)).squeeze(-1)
+        with full_precision(x):
+            if rev:
+                out = mu + torch.linalg.solve_triangular(u, x.unsqueeze(-1), upper=True)[..., 0]
+            else:
+                out = (u @ (x - mu).unsqueeze(-1)).squeeze(-1)
         log_det = entries[..., :d].sum(dim=-1) if jac else None
         return (out,), (-log_det if rev and jac else log_det)
 

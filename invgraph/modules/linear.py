@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, LogDet, Shape, mix_channels
+from .base import InvertibleModule, LogDet, Shape, full_precision, mix_channels
 from .clamping import atan_clamp
 
 __all__ = [
@@ -109,7 +109,8 @@ class _FixedMatrix(InvertibleModule):
     ) -> tuple[tuple[Tensor, ...], Tensor]:
         (x,) = x_or_z
         log_det = self.logDetM * (-_pixels(x) if rev else _pixels(x))
-        return (self._transform(x, rev),), log_det
+        with full_precision(x):  # in the data's dtype, also under autocast
+            return (self._transform(x, rev),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         return [_one_input(type(self).__name__, input_dims, self._vector)]
@@ -168,8 +169,8 @@ class FixedLinearTransform(_FixedMatrix):
 
     def _transform(self, x: Tensor, rev: bool) -> Tensor:
         if rev:
-            return (x if self.b is None else x - self.b) @ self.M_inv
-        z = x @ self.M
+            return (x if self.b is None else x - self.b) @ self.M_inv.to(x.dtype)
+        z = x @ self.M.to(x.dtype)
         return z if self.b is None else z + self.b
 
 
@@ -292,7 +293,8 @@ class InvertibleConv1x1(InvertibleModule):
                 self.log_s.sum() if self.LU_decomposed else torch.linalg.slogdet(self.weight)[1]
             )
             log_det = log_abs_det * (-_pixels(x) if rev else _pixels(x))
-        return (mix_channels(x, self._matrix(rev)),), log_det
+        with full_precision(x):  # W and its inverse in the data's dtype, also under autocast
+            return (mix_channels(x, self._matrix(rev)),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         return [_one_input("InvertibleConv1x1", input_dims, vector=False)]
@@ -475,12 +477,13 @@ class OrthogonalTransform(InvertibleModule):
         jac: bool = True,
     ) -> tuple[tuple[Tensor, ...], LogDet]:
         (x,) = x_or_z
-        rotation = _orthonormal_rows(self.weights)
         log_scale = self.clamp * atan_clamp(self.scaling / self.clamp)
         log_det = (-log_scale.sum() if rev else log_scale.sum()) if jac else None
-        if rev:
-            return ((x * torch.exp(-log_scale) - self.bias) @ rotation.t(),), log_det
-        return ((x @ rotation + self.bias) * torch.exp(log_scale),), log_det
+        with full_precision(x):  # in the data's dtype, also under autocast
+            rotation = _orthonormal_rows(self.weights).to(x.dtype)
+            if rev:
+                return ((x * torch.exp(-log_scale) - self.bias) @ rotation.t(),), log_det
+            return ((x @ rotation + self.bias) * torch.exp(log_scale),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         return [_one_input("OrthogonalTransform", input_dims, vector=True)]
