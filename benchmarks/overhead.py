@@ -12,17 +12,18 @@ maximum-likelihood loss, backward, Adam step), interleaving the runners round by
 taking medians, and print each runner's time as a ratio to ``bare``. Absolute times vary
 between machines; the ratios are the result.
 
-Run: ``python benchmarks/overhead.py`` (about a minute; ``--rounds`` to change).
+Run: ``python benchmarks/overhead.py`` (about a minute; ``--rounds`` to change, ``--quick``
+for a smoke run).
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 from collections.abc import Callable
 
 import torch
+from _timing import interleaved_times, median_ms, median_ratio
 from torch import Tensor, nn
 
 import invgraph as ig
@@ -110,36 +111,23 @@ def measure(runners: dict[str, Callable], params: list[nn.Parameter], rounds: in
         optimizer.step()
 
     tasks = {"forward": forward, "inverse": inverse, "training step": train_step}
-    ratios = {task: {name: [] for name in runners} for task in tasks}
-    bare_ms = {}
+    ratios, bare_ms = {}, {}
     for task, body in tasks.items():
-        for run in runners.values():  # warm-up
-            for _ in range(3):
-                body(run)
-        bare_times = []
-        for round_index in range(rounds):
-            names = list(runners)[:: -1 if round_index % 2 else 1]
-            elapsed = {}
-            for name in names:
-                start = time.perf_counter()
-                for _ in range(reps):
-                    body(runners[name])
-                elapsed[name] = time.perf_counter() - start
-            for name in runners:
-                ratios[task][name].append(elapsed[name] / elapsed["bare"])
-            bare_times.append(elapsed["bare"] / reps * 1e3)
-        bare_ms[task] = statistics.median(bare_times)
-    medians = {
-        task: {n: statistics.median(v) for n, v in per.items()} for task, per in ratios.items()
-    }
-    return medians, bare_ms
+        bodies = {name: functools.partial(body, run) for name, run in runners.items()}
+        times = interleaved_times(bodies, rounds, reps)
+        ratios[task] = {name: median_ratio(times, name, "bare") for name in runners}
+        bare_ms[task] = median_ms(times, "bare")
+    return ratios, bare_ms
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=41)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 3 rounds of 1 call")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.reps = 3, 1
     torch.set_num_threads(1)
     torch.manual_seed(0)
 

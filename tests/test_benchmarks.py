@@ -1,0 +1,42 @@
+"""The benchmark scripts run: each finishes its ``--quick`` smoke run and prints its table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick(script: str) -> str:
+    # The script's own folder comes first on its sys.path; the repository root, second,
+    # makes invgraph importable without an installation.
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": path},
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def test_overhead_prints_its_table():
+    out = run_quick("overhead.py")
+    rows = [line.split()[0] for line in out.splitlines()[2:]]
+    assert rows[:2] == ["forward", "inverse"] and "training" in rows
+    assert "bare = " in out
+
+
+def test_training_step_prints_its_table():
+    out = run_quick("training_step.py")
+    assert "invgraph/hand" in out and "FrEIA/invgraph" in out
+    for row in ("(a) eager", "(a) compiled", "(b) eager", "(b) compiled"):
+        assert row in out
+    eager_a = next(line for line in out.splitlines() if line.startswith("(a) eager"))
+    assert "pass" in eager_a or "FAIL" in eager_a  # a ratio was measured against its target
