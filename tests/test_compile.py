@@ -29,7 +29,7 @@ Model = GraphINN | SequenceINN
 @pytest.fixture(autouse=True)
 def fresh_dynamo():
     """Dynamo caches compiled code per code object: a sweep of many graphs through the same
-    ``GraphINN.forward`` would hit the recompile limit and fall back to eager silently."""
+    ``GraphINN.forward`` would hit the recompile limit (8), an error under ``fullgraph``."""
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()

@@ -70,8 +70,8 @@ def run(model: nn.Module, ins: list[Tensor], cs: list[Tensor], rev: bool, replay
 
 
 def _cases() -> list:
-    """Deterministic registry cases; IResNetLayer's and the registry's test coupling's
-    limits are marked (the sweep's replay checks do not apply to them)."""
+    """Deterministic registry cases; those built on the registry's test coupling, which
+    does not follow the policy, are strict xfails."""
     cases = []
     for case in BLOCKS:
         if "log_det" in case.known_failures:  # stochastic log-det: nothing to compare
