@@ -90,7 +90,8 @@ class ConditionalAffineCoupling(InvertibleModule):
     ) -> tuple[tuple[Tensor, ...], Tensor]:
         x1, x2 = x_or_z[0].split(self.split, dim=1)
         conditions = [condition.flatten(1) for condition in c]
-        s, t = self.subnet(torch.cat([x1, *conditions], dim=1)).chunk(2, dim=1)
+        # Under autocast the subnet runs in low precision; the bijection stays in x's dtype.
+        s, t = self.subnet(torch.cat([x1, *conditions], dim=1)).to(x2.dtype).chunk(2, dim=1)
         s = 2.0 * torch.tanh(s / 2.0)
         if rev:
             return (torch.cat([x1, (x2 - t) * torch.exp(-s)], dim=1),), -s.sum(dim=1)

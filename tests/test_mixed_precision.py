@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from registry import BLOCKS, BlockCase, ConditionalAffineCoupling
+from registry import BLOCKS, BlockCase
 from test_compile import as_list, graph_of
 from torch import Tensor, nn
 
@@ -70,22 +70,10 @@ def run(model: nn.Module, ins: list[Tensor], cs: list[Tensor], rev: bool, replay
 
 
 def _cases() -> list:
-    """Deterministic registry cases; those built on the registry's test coupling, which
-    does not follow the policy, are strict xfails."""
-    cases = []
-    for case in BLOCKS:
-        if "log_det" in case.known_failures:  # stochastic log-det: nothing to compare
-            continue
-        modules = list(case.factory().modules())
-        marks = []
-        if any(isinstance(m, ConditionalAffineCoupling) for m in modules):
-            reason = (
-                "tests/registry.py's ConditionalAffineCoupling applies its subnet's "
-                "low-precision s, t without casting them to the data's dtype"
-            )
-            marks.append(pytest.mark.xfail(reason=reason, strict=True))
-        cases.append(pytest.param(case, id=case.id, marks=marks))
-    return cases
+    """The deterministic registry cases (a stochastic log-det leaves nothing to compare)."""
+    return [
+        pytest.param(case, id=case.id) for case in BLOCKS if "log_det" not in case.known_failures
+    ]
 
 
 @pytest.mark.parametrize("autocast", AUTOCASTS)
