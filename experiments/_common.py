@@ -1,4 +1,5 @@
-"""What every reproduction script shares: its command line, its table and its timing."""
+"""What every reproduction script shares: its command line, its table, its timing and
+its figures' format."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["markdown_table", "parse_arguments", "stopwatch"]
+__all__ = ["compact_png", "markdown_table", "parse_arguments", "stopwatch"]
 
 
 def parse_arguments(description: str) -> argparse.Namespace:
@@ -49,3 +50,15 @@ def stopwatch() -> Iterator[dict[str, float]]:
         yield elapsed
     finally:
         elapsed["seconds"] = time.perf_counter() - start
+
+
+def compact_png(path: Path) -> None:
+    """Rewrite a PNG with a palette of 256 colours: the same look, well under half the size
+    of matplotlib's RGBA file (Pillow is matplotlib's image library)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        palette = image.convert("RGB").quantize(
+            256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+    palette.save(path, optimize=True)

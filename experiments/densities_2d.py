@@ -52,7 +52,7 @@ import invgraph as ig
 from invgraph.distributions import FlowDensity
 from invgraph.toy_data import ENTROPIES, log_density_2d, sample_2d
 
-from ._common import markdown_table, parse_arguments, stopwatch
+from ._common import compact_png, markdown_table, parse_arguments, stopwatch
 
 DATASETS = ("moons", "8gaussians", "circles", "checkerboard", "rings")
 """The data sets, by the names of :func:`invgraph.toy_data.sample_2d`."""
@@ -293,18 +293,6 @@ def plot(fits: dict[tuple[str, str], Fit], path: Path, resolution: int = 120) ->
     fig.savefig(path, dpi=90)
     plt.close(fig)
     compact_png(path)
-
-
-def compact_png(path: Path) -> None:
-    """Rewrite a PNG with a palette of 256 colours: the same look, well under half the size
-    of matplotlib's RGBA file (Pillow is matplotlib's image library)."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        palette = image.convert("RGB").quantize(
-            256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-        )
-    palette.save(path, optimize=True)
 
 
 def main() -> None:
