@@ -13,8 +13,8 @@ Protocol: for each data set and each model, train by maximum likelihood on fresh
 every step (:func:`invgraph.toy_data.sample_2d`; no fixed training set, so no overfitting),
 with Adam, a one-cycle learning-rate schedule (warm-up then cosine decay) and gradient
 clipping, for a fixed number of steps chosen so that every model gets about the same CPU
-time (about 15 s on one idle core). Then estimate the
-test NLL on 50,000 fresh samples (standard error about 0.005 nats). The models, each a
+time (about 15 s on one idle core). Then estimate the test NLL on 50,000 fresh samples
+(standard error about 0.005 nats). The models, each a
 :class:`~invgraph.distributions.FlowDensity` with a standard normal base:
 
 - ``GLOW``: affine couplings :class:`~invgraph.GLOWCouplingBlock` and
