@@ -403,7 +403,10 @@ def check_inputs_unmodified(
 def check_log_det_shape(
     block: InvertibleModule, inputs: Tensors = None, conditions: Tensors = None
 ) -> CheckResult:
-    """The log-det is a constant or a ``(B,)`` tensor on the inputs' device, in their dtype.
+    """The log-det is a constant or a ``(B,)`` tensor on the inputs' device, in their dtype
+    promoted to at least float32 (``torch.promote_types(dtype, torch.float32)``: log-dets
+    of bfloat16 or float16 inputs are summed and returned in float32, see
+    :func:`~invgraph.modules.base.sum_except_batch`).
 
     A block may return a Python number or a 0-dim tensor for a constant, and ``None`` with
     ``jac=False``; a graph must return exactly ``(B,)``. Both directions, both ``jac``.
@@ -416,18 +419,21 @@ def check_log_det_shape(
     xs, cs = _inputs(block, inputs, conditions)
     batch, graph = len(xs[0]), isinstance(block, GraphINN | SequenceINN)
     shapes, problems = [(batch,)] if graph else [(batch,), ()], []
+    dtype, device = torch.promote_types(xs[0].dtype, torch.float32), xs[0].device
     for jac in (True, False):
         _, forward, _, inverse = _both_ways(block, xs, cs, jac=jac)
         for where, log_det in ((f"forward, jac={jac}", forward), (f"inverse, jac={jac}", inverse)):
             if isinstance(log_det, Tensor):
                 if tuple(log_det.shape) not in shapes:
                     problems.append(f"{where}: shape {tuple(log_det.shape)}")
-                if (log_det.dtype, log_det.device) != (xs[0].dtype, xs[0].device):
+                if (log_det.dtype, log_det.device) != (dtype, device):
                     problems.append(f"{where}: {log_det.dtype} on {log_det.device}")
             elif graph or (type(log_det) not in (int, float) and (jac or log_det is not None)):
                 kind = type(log_det)
                 problems.append(f"{where}: a {kind.__module__}.{kind.__qualname__}")
-    expected = f"({batch},)" + ("" if graph else ", a constant or None (jac=False)")
+    expected = f"({batch},) {dtype} on {device}" + (
+        "" if graph else ", a constant or None (jac=False)"
+    )
     message = f"{'; '.join(problems)}; expected {expected}" if problems else expected
     return CheckResult("log_det_shape", not problems, message=message)
 

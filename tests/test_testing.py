@@ -13,15 +13,22 @@ import math
 
 import pytest
 import torch
-from registry import ConditionalAffineCoupling
+from registry import ConditionalAffineCoupling, DenseSubnet
 from torch import Tensor, nn
 
 import invgraph.testing
 from invgraph.errors import InvGraphError
 from invgraph.framework import GraphINN, InputNode, Node, OutputNode
-from invgraph.modules import PermuteRandom
+from invgraph.modules import GLOWCouplingBlock, PermuteRandom
 from invgraph.modules.base import InvertibleModule
-from invgraph.testing import CHECKS, CheckReport, CheckResult, check_block, check_inverse
+from invgraph.testing import (
+    CHECKS,
+    CheckReport,
+    CheckResult,
+    check_block,
+    check_inverse,
+    check_log_det_shape,
+)
 
 
 class _Scale(InvertibleModule):
@@ -172,6 +179,19 @@ def test_a_broken_block_fails_exactly_its_check(block_type, expected) -> None:
     assert {result.name for result in report.failed} == expected, str(report)
     with pytest.raises(AssertionError, match="FAIL"):
         report.assert_ok()
+
+
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_log_dets_of_low_precision_inputs_are_float32(low: torch.dtype) -> None:
+    """The library sums log-dets in at least float32; a log-det left in the inputs'
+    low precision fails the check, with the expected dtype named."""
+    x = torch.randn(5, 4, dtype=low)
+    glow = GLOWCouplingBlock([(4,)], subnet_constructor=DenseSubnet).to(low)
+    assert check_log_det_shape(glow, [x]).passed
+    assert check_log_det_shape(_graph(_Scale).to(low), [x]).passed  # the graph sums in float32
+    result = check_log_det_shape(_Scale([(4,)]).to(low), [x])  # sums in its parameters' dtype
+    assert not result.passed
+    assert f"{low} on cpu" in result.message and "torch.float32 on cpu" in result.message
 
 
 def test_a_state_dict_that_needs_pickle_fails_save_load() -> None:
