@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,9 +14,10 @@ import torch
 __all__ = ["compact_png", "markdown_table", "parse_arguments", "stopwatch"]
 
 
-def parse_arguments(description: str) -> argparse.Namespace:
+def parse_arguments(description: str, flags: Mapping[str, str] = {}) -> argparse.Namespace:
     """The options every script takes: ``--quick`` (the seconds-long regression-guard
-    budget), ``--seed`` and ``--out`` (the folder for figures, created if missing).
+    budget), ``--seed`` and ``--out`` (the folder for figures, created if missing), plus the
+    script's own on/off ``flags`` (``{"--make-fixture": "its help"}``).
 
     Also sets one thread per process: the scripts are timed on 2 shared cores.
     """
@@ -24,6 +25,8 @@ def parse_arguments(description: str) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="the test suite's small budget")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("experiment_outputs"))
+    for flag, help_text in flags.items():
+        parser.add_argument(flag, action="store_true", help=help_text)
     arguments = parser.parse_args()
     arguments.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)

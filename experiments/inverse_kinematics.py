@@ -36,8 +36,6 @@ core; ``--quick`` for the test suite's seconds-long version).
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -436,14 +434,11 @@ def draw_arms(
 
 
 def main() -> None:
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--make-fixture", action="store_true")
-    own, sys.argv[1:] = extra.parse_known_args()
     arguments = parse_arguments(
-        "Inverse kinematics (Kruse et al. 2021): cINN and augmented-latent INN posteriors. "
-        "--make-fixture recomputes the ground truth instead."
+        "Inverse kinematics (Kruse et al. 2021): cINN and augmented-latent INN posteriors.",
+        {"--make-fixture": f"recompute the ground truth ({FIXTURE.name}) instead"},
     )
-    if own.make_fixture:
+    if arguments.make_fixture:
         info = make_fixture()
         print(
             f"wrote {FIXTURE} in {info['seconds']:.1f} s; acceptance rates: smallest "
