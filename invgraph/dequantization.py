@@ -33,14 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .distributions import standard_normal_log_prob
 from .errors import InvGraphError
 from .modules.base import InvertibleModule
 
 __all__ = ["UniformDequantization", "VariationalDequantization"]
-
-
-def _standard_normal_log_prob(z: Tensor) -> Tensor:
-    return -0.5 * z.square().flatten(1).sum(1) - 0.5 * z[0].numel() * math.log(2 * math.pi)
 
 
 class UniformDequantization(nn.Module):
@@ -183,5 +180,5 @@ class VariationalDequantization(UniformDequantization):
         y, log_det = self.flow_q((eps,), c=(condition,), rev=False, jac=True)
         y = y[0] if isinstance(y, (tuple, list)) else y
         log_sigmoid_grad = (F.logsigmoid(y) + F.logsigmoid(-y)).flatten(1).sum(1)
-        log_q = _standard_normal_log_prob(eps) - log_det - log_sigmoid_grad
+        log_q = standard_normal_log_prob(eps) - log_det - log_sigmoid_grad
         return torch.sigmoid(y), -log_q

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -26,8 +27,8 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
 from .errors import InvGraphError
-from .framework.graph_inn import batch_log_det
-from .modules.base import InvertibleModule, Shape
+from .framework.execution import batch_log_det
+from .modules.base import InvertibleModule, Shape, call_block
 from .modules.inverse import Inverse
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "PullBackDistribution",
     "PushForwardDistribution",
     "StandardNormalDistribution",
+    "standard_normal_log_prob",
 ]
 
 Conditions = Tensor | Sequence[Tensor] | None
@@ -44,14 +46,6 @@ def _as_tuple(tensors: Tensor | Sequence[Tensor] | None) -> tuple[Tensor, ...]:
     if tensors is None:
         return ()
     return (tensors,) if isinstance(tensors, Tensor) else tuple(tensors)
-
-
-def _run(
-    inn: nn.Module, tensors: Sequence[Tensor], c: Conditions, rev: bool, jac: bool
-) -> tuple[tuple[Tensor, ...], Any]:
-    """Call any network (GraphINN, SequenceINN or a block) with tuples; outputs as a tuple."""
-    outputs, log_det = inn(tuple(tensors), c=_as_tuple(c), rev=rev, jac=jac)
-    return _as_tuple(outputs), log_det
 
 
 def _broadcast_conditions(c: Conditions, dims_c: Sequence[Shape], n: int, who: str) -> tuple:
@@ -74,10 +68,54 @@ def _broadcast_conditions(c: Conditions, dims_c: Sequence[Shape], n: int, who: s
     return tuple(expanded)
 
 
-def _standard_normal_log_prob(z: Tensor, event_dims: int) -> Tensor:
+def standard_normal_log_prob(z: Tensor, event_dims: int | None = None) -> Tensor:
+    r"""The log-density of the standard normal :math:`\mathcal{N}(0, I)` over the last
+    ``event_dims`` dimensions of ``z`` (all but the first if ``None``):
+
+    .. math::
+
+        \log \mathcal{N}(z; 0, I) = -\frac{1}{2} \|z\|^2 - \frac{D}{2} \log 2\pi,
+
+    with :math:`D` the number of entries of one event. The one place invgraph writes it:
+    for a normal of mean :math:`\mu` and diagonal scales :math:`\sigma`, pass
+    :math:`(x - \mu) / \sigma` and subtract :math:`\sum \log \sigma`.
+
+    Arguments:
+        z: The values, ``(*batch, *event)``.
+        event_dims: How many trailing dimensions form one event; ``None``: ``z.dim() - 1``
+            (one event per sample of a batch).
+
+    Returns:
+        One log-density per event, of shape ``batch``.
+
+    Example:
+        >>> import torch
+        >>> standard_normal_log_prob(torch.zeros(3, 2))  # -log(2 pi)
+        tensor([-1.8379, -1.8379, -1.8379])
+        >>> standard_normal_log_prob(torch.zeros(4, 5, 2), event_dims=1).shape
+        torch.Size([4, 5])
+    """
+    event_dims = z.dim() - 1 if event_dims is None else event_dims
     dims = tuple(range(z.dim() - event_dims, z.dim()))
     size = math.prod(z.shape[z.dim() - event_dims :])
     return -0.5 * z.square().sum(dims) - 0.5 * size * math.log(2 * math.pi)
+
+
+def _sample_count(n: object, who: str, minimum: int = 0) -> int:
+    """``n`` as a number of samples: a Python or NumPy integer (or a 0-dim integer tensor)
+    of at least ``minimum``; bools, floats and anything else are refused."""
+    try:
+        count = None if isinstance(n, bool) else operator.index(n)  # type: ignore[arg-type]
+    except TypeError:
+        count = None
+    if isinstance(n, Tensor) and n.dtype == torch.bool:
+        count = None
+    if count is None or count < minimum:
+        raise InvGraphError(
+            f"{who}: n must be an integer >= {minimum} (the number of samples), received "
+            f"{n!r} of type {type(n).__name__}"
+        )
+    return count
 
 
 class StandardNormalDistribution(Independent):
@@ -119,7 +157,7 @@ class _StandardNormal(nn.Module):
         self.register_buffer("_anchor", anchor, persistent=False)
 
     def log_prob(self, z: Tensor) -> Tensor:
-        return _standard_normal_log_prob(z, len(self.shape))
+        return standard_normal_log_prob(z, len(self.shape))
 
     def sample(self, sample_shape: Sequence[int] = ()) -> Tensor:
         anchor = self._anchor
@@ -212,7 +250,7 @@ class FlowDensity(nn.Module):
             c: The conditions, batched like ``x``.
         """
         xs = _as_tuple(x)
-        zs, log_det = _run(self.inn, xs, c, rev=False, jac=True)
+        zs, log_det = call_block(self.inn, xs, _as_tuple(c), rev=False, jac=True)
         total = batch_log_det(xs[0], log_det, True)
         for k, z in enumerate(zs):
             term = self.base[k].log_prob(z)
@@ -256,7 +294,8 @@ class FlowDensity(nn.Module):
         Gradients flow to the parameters (wrap in ``torch.no_grad()`` when not needed).
 
         Arguments:
-            n: The number of samples.
+            n: The number of samples: an integer ``>= 0`` (Python, NumPy, or a 0-dim
+                integer tensor); ``0`` gives empty tensors ``(0, *dims)``.
             c: The conditions: a batch of ``n``, or one observation for all samples.
             temperature: Scales the latents about the base's mean:
                 :math:`z = \\mu + T (z' - \\mu)`, :math:`z' \\sim p_k`. For a normal base this
@@ -264,7 +303,12 @@ class FlowDensity(nn.Module):
                 the mode. Non-default bases need a ``mean`` for ``temperature != 1``. A
                 sequence gives one temperature per output (e.g. per level of a multiscale
                 flow), in the order of the outputs.
+
+        Raises:
+            InvGraphError: For an ``n`` that is not an integer ``>= 0`` (a bool, a float, a
+                negative number), naming the value received.
         """
+        n = _sample_count(n, "FlowDensity.sample")
         conditions = _broadcast_conditions(c, self.network.dims_c, n, "FlowDensity.sample")
         if not isinstance(temperature, Sequence):
             temperatures = [temperature] * len(self.base)
@@ -334,8 +378,7 @@ class FlowDensity(nn.Module):
                     f"{', '.join(map(str, dims))}) (a batch of observations, the same batch "
                     f"for every condition); got {tuple(cond.shape)}"
                 )
-        if n < 1:
-            raise InvGraphError(f"{who}: n must be a positive number of samples, got {n}")
+        n = _sample_count(n, who, minimum=1)
         repeated = tuple(cond.repeat_interleave(n, dim=0) for cond in conditions)
         x = self.sample(batch * n, repeated, **sample_options)
         if isinstance(x, Tensor):
@@ -402,7 +445,7 @@ class PushForwardDistribution(Distribution):
         """:math:`\\log p(x \\mid c)`, one value per sample (the log-det included)."""
         x, batch = self._flatten(value, tuple(self.event_shape))
         c = _broadcast_conditions(conditions, self.transform.dims_c, x.shape[0], "log_prob")
-        (z,), log_det = _run(self.transform, (x,), c, rev=True, jac=True)
+        (z,), log_det = call_block(self.transform, (x,), _as_tuple(c), rev=True, jac=True)
         log_prob = self.base_distribution.log_prob(z) + batch_log_det(x, log_det, True)
         return log_prob.reshape(batch)
 
@@ -417,7 +460,7 @@ class PushForwardDistribution(Distribution):
             z = self.base_distribution.sample(sample_shape)
         z, batch = self._flatten(z, self._latent_shape)
         c = _broadcast_conditions(conditions, self.transform.dims_c, z.shape[0], "sample")
-        (x,), _ = _run(self.transform, (z,), c, rev=False, jac=False)
+        (x,), _ = call_block(self.transform, (z,), _as_tuple(c), rev=False, jac=False)
         return x.reshape(*batch, *self.event_shape)
 
     def sample(

@@ -113,6 +113,18 @@ def mmd(
         >>> float(mmd(x, x, estimator="biased"))
         0.0
     """
+    n, m = _mmd_sample_sizes(x, y, estimator)
+    k = _kernel_matrix(torch.cat([x, y]), kernel, widths)
+    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
+    if estimator == "biased":
+        return kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
+    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
+    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
+    return within_x + within_y - 2.0 * kxy.mean()
+
+
+def _mmd_sample_sizes(x: Tensor, y: Tensor, estimator: Estimator) -> tuple[int, int]:
+    """``(n, m)``, after checking the shapes, the estimator and the sample sizes."""
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise InvGraphError(
             f"mmd: expected samples of shapes (n, d) and (m, d) with the same d, "
@@ -127,22 +139,22 @@ def mmd(
             f"mmd: the {estimator} estimator needs at least {least} samples on each side, "
             f"received shapes {tuple(x.shape)} and {tuple(y.shape)}"
         )
+    return n, m
+
+
+def _kernel_matrix(
+    z: Tensor, kernel: KernelName | Callable[[Tensor], Tensor], widths: Sequence[float]
+) -> Tensor:
+    """The kernel values of all pairs of rows of ``z``, after checking the kernel's options."""
     if callable(kernel):
-        k = kernel(_squared_distances(torch.cat([x, y])))
-    elif kernel in _KERNELS:
-        if len(widths) == 0 or any(h <= 0 for h in widths):
-            raise InvGraphError(f"mmd: widths must be positive and not empty, got {widths!r}")
-        k = _KERNELS[kernel](_squared_distances(torch.cat([x, y])), widths)
-    else:
+        return kernel(_squared_distances(z))
+    if kernel not in _KERNELS:
         raise InvGraphError(
             f"mmd: kernel must be one of {sorted(_KERNELS)} or a callable, got {kernel!r}"
         )
-    kxx, kyy, kxy = k[:n, :n], k[n:, n:], k[:n, n:]
-    if estimator == "biased":
-        return kxx.mean() + kyy.mean() - 2.0 * kxy.mean()
-    within_x = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    within_y = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return within_x + within_y - 2.0 * kxy.mean()
+    if len(widths) == 0 or any(h <= 0 for h in widths):
+        raise InvGraphError(f"mmd: widths must be positive and not empty, got {widths!r}")
+    return _KERNELS[kernel](_squared_distances(z), widths)
 
 
 def zero_padding(x: Tensor, total_dim: int) -> Tensor:

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .distributions import _run
+from .distributions import standard_normal_log_prob
 from .errors import InvGraphError
-from .framework.graph_inn import batch_log_det
-from .modules.base import InvertibleModule
+from .framework.execution import batch_log_det
+from .modules.base import InvertibleModule, call_block
 
 __all__ = ["LatentMixture"]
 
@@ -127,7 +127,7 @@ class LatentMixture(nn.Module):
                 f"LatentMixture: expected x of shape (batch, "
                 f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
             )
-        (z,), log_det = _run(self.inn, (x,), None, rev=False, jac=True)
+        (z,), log_det = call_block(self.inn, (x,), rev=False, jac=True)
         return z.flatten(1), batch_log_det(x, log_det, True)
 
     def _log_prior(self, prior: Tensor | None, like: Tensor) -> Tensor:
@@ -139,8 +139,8 @@ class LatentMixture(nn.Module):
         """:math:`\\log p(x \\mid k)` for every class, a ``(B, K)`` tensor."""
         z, log_det = self._latents(x)
         scaled = (z.unsqueeze(1) - self.means) * torch.exp(-self.log_scales)  # (B, K, D)
-        log_normal = -0.5 * scaled.square().sum(2) - self.log_scales.sum(1)
-        return log_normal - 0.5 * self.size * math.log(2 * math.pi) + log_det.unsqueeze(1)
+        log_normal = standard_normal_log_prob(scaled, event_dims=1) - self.log_scales.sum(1)
+        return log_normal + log_det.unsqueeze(1)
 
     def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
         """:math:`\\log p(x \\mid y)`, a ``(B,)`` tensor, for integer labels ``y`` ``(B,)``."""
@@ -183,7 +183,7 @@ class LatentMixture(nn.Module):
         labels = torch.as_tensor(y, device=self.means.device).long().expand(n)
         noise = torch.randn_like(self.means[labels])
         z = self.means[labels] + temperature * torch.exp(self.log_scales[labels]) * noise
-        (x,), _ = _run(self.inn, (z.view(n, *self.latent_shape),), None, rev=True, jac=False)
+        (x,), _ = call_block(self.inn, (z.view(n, *self.latent_shape),), rev=True, jac=False)
         return x
 
     def ib_loss(

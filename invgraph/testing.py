@@ -30,14 +30,15 @@ import torch
 from torch import Tensor
 
 from .errors import InvGraphError
-from .framework import GraphINN, SequenceINN
-from .modules.base import InvertibleModule, LogDet
+from .framework import InvertibleNetwork
+from .modules.base import InvertibleModule, LogDet, call_block
 
 __all__ = [
     "CHECKS",
     "CheckReport",
     "CheckResult",
     "check_block",
+    "check_empty_batch",
     "check_inputs_unmodified",
     "check_inverse",
     "check_log_det",
@@ -153,21 +154,12 @@ def _check(body: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
     return run
 
 
-def _call(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], rev=False, jac=True):
-    """Call a block or a graph; return ``(tuple of outputs, log_det)``."""
-    if isinstance(block, GraphINN | SequenceINN):
-        outputs, log_det = block(xs[0] if len(xs) == 1 else list(xs), list(cs) or None, rev, jac)
-    else:
-        outputs, log_det = block(tuple(xs), c=tuple(cs), rev=rev, jac=jac)
-    return ((outputs,) if isinstance(outputs, Tensor) else tuple(outputs)), log_det
-
-
 def _both_ways(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], jac=True):
     """``z, log_det(x), f^{-1}(z), log_det(z)``, without gradients, on copies of the inputs."""
     cs = [c.clone() for c in cs]  # an in-place edit is inputs_unmodified's finding only
     with torch.no_grad():
-        zs, forward = _call(block, [x.clone() for x in xs], cs, jac=jac)
-        x_back, inverse = _call(block, [z.clone() for z in zs], cs, rev=True, jac=jac)
+        zs, forward = call_block(block, [x.clone() for x in xs], cs, jac=jac)
+        x_back, inverse = call_block(block, [z.clone() for z in zs], cs, rev=True, jac=jac)
     return zs, forward, x_back, inverse
 
 
@@ -254,7 +246,7 @@ def _exact_log_det(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[T
         def flat_map(v: Tensor, c_i: tuple[Tensor, ...] = c_i) -> Tensor:
             pieces = v.split([math.prod(s) for s in shapes])
             ins = [p.reshape(1, *s).clone() for p, s in zip(pieces, shapes, strict=True)]
-            return torch.cat([o.reshape(-1) for o in _call(block, ins, c_i, rev)[0]])
+            return torch.cat([o.reshape(-1) for o in call_block(block, ins, c_i, rev)[0]])
 
         v = torch.cat([x[i].reshape(-1) for x in xs])
         try:
@@ -386,7 +378,7 @@ def check_inputs_unmodified(
         ]
         before = [(t.clone(), t._version) for _, t in named]
         with torch.no_grad():
-            outs = _call(block, ins, cs, rev)[0]
+            outs = call_block(block, ins, cs, rev)[0]
         for (name, t), (value, version) in zip(named, before, strict=True):
             if not torch.equal(t, value):
                 problems.append(f"{direction} changed {name}")
@@ -417,7 +409,7 @@ def check_log_det_shape(
         True
     """
     xs, cs = _inputs(block, inputs, conditions)
-    batch, graph = len(xs[0]), isinstance(block, GraphINN | SequenceINN)
+    batch, graph = len(xs[0]), isinstance(block, InvertibleNetwork)
     shapes, problems = [(batch,)] if graph else [(batch,), ()], []
     dtype, device = torch.promote_types(xs[0].dtype, torch.float32), xs[0].device
     for jac in (True, False):
@@ -436,6 +428,55 @@ def check_log_det_shape(
     )
     message = f"{'; '.join(problems)}; expected {expected}" if problems else expected
     return CheckResult("log_det_shape", not problems, message=message)
+
+
+def _describe(log_det: LogDet) -> str:
+    return f"shape {tuple(log_det.shape)}" if isinstance(log_det, Tensor) else repr(log_det)
+
+
+@_check
+def check_empty_batch(
+    block: InvertibleModule, inputs: Tensors = None, conditions: Tensors = None
+) -> CheckResult:
+    """A batch of 0 samples runs both ways like any other: outputs ``(0, *shape)``, with the
+    shapes of a full batch, and a log-det ``(0,)`` where a full batch's is ``(B,)`` (a block
+    whose log-det is a constant may return that constant).
+
+    The empty inputs and conditions are the first zero rows of the given (or drawn) ones;
+    the inverse runs on zero rows of the full batch's outputs, so each direction is checked
+    on its own. A ``reshape(len(x), -1)`` fails here: ``-1`` cannot be inferred from zero
+    elements.
+
+    Example:
+        >>> from invgraph.modules import HaarDownsampling
+        >>> check_empty_batch(HaarDownsampling([(2, 4, 4)])).passed
+        True
+    """
+    xs, cs = _inputs(block, inputs, conditions)
+    zs, forward, x_back, inverse = _both_ways(block, xs, cs)
+    empty_cs, problems = [c[:0].clone() for c in cs], []
+    for direction, ins, outs, log_det in (
+        ("forward", xs, zs, forward),
+        ("inverse", zs, x_back, inverse),
+    ):
+        try:
+            with torch.no_grad():
+                empty = [t[:0].clone() for t in ins]
+                got, got_log_det = call_block(block, empty, empty_cs, rev=direction == "inverse")
+        except Exception as err:
+            problems.append(f"{direction} raised {_first_line(err)}")
+            continue
+        shapes, expected = [tuple(t.shape) for t in got], [(0, *t.shape[1:]) for t in outs]
+        if shapes != expected:
+            problems.append(f"{direction}: outputs {shapes}, expected {expected}")
+        per_sample = isinstance(log_det, Tensor) and log_det.dim() > 0
+        wanted = [(0, *log_det.shape[1:])] if per_sample else [(0,), ()]
+        shape = tuple(got_log_det.shape) if isinstance(got_log_det, Tensor) else None
+        constant = shape is None and isinstance(got_log_det, int | float)
+        if shape not in wanted and not (constant and not per_sample):
+            problems.append(f"{direction}: log-det {_describe(got_log_det)}, expected {wanted[0]}")
+    message = "; ".join(problems) or "forward and inverse"
+    return CheckResult("empty_batch", not problems, message=message)
 
 
 @_check
@@ -510,7 +551,7 @@ def check_meta_device(
 
     problems, ins = [], on_meta(xs, grad=True)
     for direction in ("forward", "inverse"):
-        outs, log_det = _call(meta, ins, on_meta(cs, grad=False), direction == "inverse")
+        outs, log_det = call_block(meta, ins, on_meta(cs, grad=False), direction == "inverse")
         log_dets = [log_det] if isinstance(log_det, Tensor) else []
         if any(t.device.type != "meta" for t in (*outs, *log_dets)):
             problems.append(f"{direction} returned tensors off the meta device")
@@ -588,7 +629,9 @@ def check_block(
     results = []
     try:
         with torch.no_grad():
-            _call(copied, [x.clone() for x in xs], cs)  # warm-up: data-dependent initialisation
+            call_block(
+                copied, [x.clone() for x in xs], cs
+            )  # warm-up: data-dependent initialisation
     except Exception as err:
         results.append(CheckResult("warm_up", False, message=f"raised {_first_line(err)}"))
     tols = {"inverse": inverse_tol, "save_load": inverse_tol, "log_det_symmetry": log_det_tol}

@@ -94,3 +94,8 @@ def test_save_load(case: BlockCase, device: torch.device, dtype: torch.dtype) ->
 @pytest.mark.parametrize("case", _cases("meta_device"))
 def test_meta_device(case: BlockCase, device: torch.device, dtype: torch.dtype) -> None:
     _run(case, "meta_device", device, dtype)
+
+
+@pytest.mark.parametrize("case", _cases("empty_batch"))
+def test_empty_batch(case: BlockCase, device: torch.device, dtype: torch.dtype) -> None:
+    _run(case, "empty_batch", device, dtype)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,6 +18,7 @@ from invgraph.distributions import (
     PullBackDistribution,
     PushForwardDistribution,
     StandardNormalDistribution,
+    standard_normal_log_prob,
 )
 
 
@@ -65,8 +68,9 @@ def batch(seed: int = 0, n: int = 5) -> tuple[tuple[torch.Tensor, torch.Tensor],
     return (a, b), y
 
 
-def standard_normal_log_prob(z: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (z**2).sum(1) - 0.5 * z.shape[1] * math.log(2 * math.pi)
+def normal_log_prob(z: torch.Tensor) -> torch.Tensor:
+    """The reference: torch's own standard normal, summed over the features of ``(B, d)``."""
+    return Normal(0.0, 1.0).log_prob(z).sum(1)
 
 
 # ---------------------------------------------------------------------- log_prob
@@ -78,7 +82,7 @@ def test_log_prob_is_base_plus_exact_log_det_on_a_conditional_two_output_graph()
 
     # By hand: latents from the graph, log-det from the autograd Jacobian.
     (z0, z1), _ = inn((a, b), y)
-    base_terms = standard_normal_log_prob(z0) + standard_normal_log_prob(z1)
+    base_terms = normal_log_prob(z0) + normal_log_prob(z1)
     for i in range(a.shape[0]):
 
         def f(x, i=i):
@@ -99,7 +103,7 @@ def test_custom_base_per_output():
     density = FlowDensity(inn, base=[custom, StandardNormalDistribution(4, dtype=torch.float64)])
     (a, b), y = batch()
     (z0, z1), log_det = inn((a, b), y)
-    expected = custom.log_prob(z0) + standard_normal_log_prob(z1) + log_det
+    expected = custom.log_prob(z0) + normal_log_prob(z1) + log_det
     torch.testing.assert_close(density.log_prob((a, b), y), expected)
     torch.manual_seed(0)
     assert density.sample(7, y[0])[0].shape == (7, 2)
@@ -131,7 +135,7 @@ def test_log_prob_integrates_to_one_on_a_2d_grid(conditional):
     # Almost no mass on the border of the box, and far from a standard normal: the test
     # would notice a missing log-det.
     assert float(p[0].sum() + p[-1].sum() + p[:, 0].sum() + p[:, -1].sum()) * cell < 1e-4
-    normal = standard_normal_log_prob(grid).exp().reshape(steps, steps)
+    normal = normal_log_prob(grid).exp().reshape(steps, steps)
     assert float((p - normal).abs().sum() * cell) > 0.1
 
 
@@ -224,7 +228,7 @@ def test_standard_normal_distribution():
     normal = StandardNormalDistribution(2, 3, dtype=torch.float64)
     assert normal.event_shape == (2, 3) and normal.batch_shape == ()
     z = torch.randn(4, 2, 3, dtype=torch.float64)
-    torch.testing.assert_close(normal.log_prob(z), standard_normal_log_prob(z.reshape(4, 6)))
+    torch.testing.assert_close(normal.log_prob(z), normal_log_prob(z.reshape(4, 6)))
     assert normal.sample((5,)).dtype == torch.float64
 
 
@@ -282,3 +286,46 @@ def test_temperature_per_output_scales_each_latent_by_its_own_value():
     assert z1_hot.abs().min() > 0  # the second latent was really drawn, then scaled
     with pytest.raises(ig.InvGraphError, match="3 temperature"):
         density.sample(4, y, temperature=[1.0, 1.0, 1.0])
+
+
+# ---------------------------------------------------------------------- the log-density helper
+def test_standard_normal_log_prob_sums_the_trailing_event_dimensions():
+    z = torch.randn(4, 3, 2, dtype=torch.float64)
+    per_value = Normal(0.0, 1.0).log_prob(z)
+    torch.testing.assert_close(standard_normal_log_prob(z), per_value.sum((1, 2)))
+    torch.testing.assert_close(standard_normal_log_prob(z, event_dims=1), per_value.sum(2))
+    torch.testing.assert_close(standard_normal_log_prob(z, event_dims=3), per_value.sum())
+    assert standard_normal_log_prob(torch.empty(0, 5)).shape == (0,)
+
+
+# ---------------------------------------------------------------------- sample(n)
+@pytest.mark.parametrize("density", [two_in_two_out, flow_2d], ids=["graph", "sequence"])
+def test_sample_zero_returns_an_empty_batch(density):
+    flow = FlowDensity(density())
+    conditions = torch.zeros(1, 3, dtype=torch.float64) if density is two_in_two_out else None
+    samples = flow.sample(0, conditions)
+    shapes = [tuple(t.shape) for t in (samples if isinstance(samples, tuple) else (samples,))]
+    assert shapes == [(0, *shape) for shape in flow.network.dims_in]
+
+
+@pytest.mark.parametrize("n", [np.int64(3), np.uint8(3), torch.tensor(3)], ids=repr)
+def test_sample_takes_integer_like_counts(n):
+    assert FlowDensity(flow_2d()).sample(n).shape == (3, 2)
+
+
+@pytest.mark.parametrize(
+    "n",
+    [-1, 2.0, 2.5, True, False, np.float64(2.0), np.bool_(True), torch.tensor(2.0), "3", None],
+    ids=repr,
+)
+def test_sample_refuses_counts_that_are_not_integers_from_zero(n):
+    with pytest.raises(ig.InvGraphError, match=r"FlowDensity.sample: n must be an integer >= 0"):
+        FlowDensity(flow_2d()).sample(n)
+    with pytest.raises(ig.InvGraphError, match=rf"received {re.escape(repr(n))} of type"):
+        FlowDensity(flow_2d()).sample(n)
+
+
+def test_sample_posterior_needs_at_least_one_sample():
+    flow = FlowDensity(two_in_two_out())
+    with pytest.raises(ig.InvGraphError, match=r"sample_posterior: n must be an integer >= 1"):
+        flow.sample_posterior(0, torch.zeros(2, 3, dtype=torch.float64))

@@ -128,6 +128,13 @@ class _LogDetColumn(_Scale):
         return super().log_det(x)[:, None]
 
 
+class _ReshapesWithMinusOne(_Scale):
+    """Sums its log-det terms through ``reshape(len(x), -1)``, which no empty batch passes."""
+
+    def log_det(self, x):
+        return self.log_scale.expand_as(x).reshape(len(x), -1).sum(1)
+
+
 class _Settings:
     """A plain object: ``torch.load(weights_only=True)`` refuses it."""
 
@@ -162,6 +169,7 @@ BROKEN = [
     ("item-in-forward", _HostSync, {"meta_device"}),
     ("lambda-attribute", _LambdaAttribute, {"save_load"}),
     ("log-det-column", _LogDetColumn, {"log_det_shape"}),
+    ("reshape-with-minus-one", _ReshapesWithMinusOne, {"empty_batch"}),
 ]
 
 
@@ -192,6 +200,14 @@ def test_log_dets_of_low_precision_inputs_are_float32(low: torch.dtype) -> None:
     result = check_log_det_shape(_Scale([(4,)]).to(low), [x])  # sums in its parameters' dtype
     assert not result.passed
     assert f"{low} on cpu" in result.message and "torch.float32 on cpu" in result.message
+
+
+def test_empty_batch_names_each_direction_that_fails() -> None:
+    result = invgraph.testing.check_empty_batch(_ReshapesWithMinusOne([(3, 2)]))
+    assert not result.passed
+    assert "forward raised RuntimeError: cannot reshape tensor of 0 elements" in result.message
+    assert "inverse raised RuntimeError" in result.message
+    assert invgraph.testing.check_empty_batch(_Scale([(3, 2)])).message == "forward and inverse"
 
 
 def test_a_state_dict_that_needs_pickle_fails_save_load() -> None:

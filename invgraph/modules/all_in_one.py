@@ -17,9 +17,17 @@ from .base import (
     Shape,
     full_precision,
     mix_channels,
+    single_input,
     sum_except_batch,
 )
-from .coupling import SubnetConstructor, _subnets, broadcast_conditions, concat_conditions
+from .coupling import (
+    SubnetConstructor,
+    broadcast_conditions,
+    concat_conditions,
+    split_channels,
+    subnet_constructor_or_error,
+)
+from .linear import householder_reflect, random_orthogonal
 
 __all__ = ["AllInOneBlock", "GlobalAffineType"]
 
@@ -57,12 +65,9 @@ def _random_rotation_or_permutation(n: int, soft: bool) -> Tensor:
 
     Drawn in float64 on the CPU from torch's global generator: the same on every device.
     """
-    if not soft:
-        return torch.eye(n, dtype=torch.float64, device="cpu")[torch.randperm(n, device="cpu")]
-    q, r = torch.linalg.qr(torch.randn(n, n, dtype=torch.float64, device="cpu"))
-    q = q * torch.sign(r.diagonal())  # uniform on O(n)
-    q[:, 0] *= torch.linalg.det(q).sign()  # det +1
-    return q
+    if soft:
+        return random_orthogonal(n, haar=True, dtype=torch.float64, device="cpu")
+    return torch.eye(n, dtype=torch.float64, device="cpu")[torch.randperm(n, device="cpu")]
 
 
 def _orthogonalize(w: Tensor) -> Tensor:
@@ -160,8 +165,8 @@ class AllInOneBlock(InvertibleModule):
         reverse_permutation: bool = False,
     ):
         super().__init__(dims_in, dims_c)
-        channels, *spatial = self.output_dims(self.dims_in)[0]
-        self.splits = (channels - channels // 2, channels // 2)
+        channels, *spatial = shape = self.output_dims(self.dims_in)[0]
+        self.splits = split_channels("AllInOneBlock", shape, channels - channels // 2)
         condition_channels = broadcast_conditions("AllInOneBlock", self.dims_in[0], self.dims_c)
         self.affine_clamping, self.gin_block = float(affine_clamping), bool(gin_block)
         self.permute_soft, self.reverse_permutation = bool(permute_soft), bool(reverse_permutation)
@@ -201,7 +206,7 @@ class AllInOneBlock(InvertibleModule):
         else:  # w_perm_inv = w_perm^T is kept for FrEIA's state dict; W^T is used instead
             self.register_buffer("w_perm", w.reshape(channels, channels, *ones))
             self.register_buffer("w_perm_inv", w.t().reshape(channels, channels, *ones))
-        make = _subnets("AllInOneBlock", subnet_constructor)
+        make = subnet_constructor_or_error("AllInOneBlock", subnet_constructor)
         self.subnet = make(self.splits[0] + condition_channels, 2 * self.splits[1])
 
     def _global_scale(self) -> Tensor | None:
@@ -218,9 +223,8 @@ class AllInOneBlock(InvertibleModule):
         with full_precision(w):  # an orthogonal W, also under autocast
             if self.permute_soft:
                 w = _orthogonalize(w)
-            for k in range(self.householder):  # W H_k = W - 2 (W v) v^T / v^T v
-                v = self.vk_householder[k]
-                w = w - torch.outer(w @ v, v) * (2.0 / v.dot(v))
+            for k in range(self.householder):  # W H_k: each row of W reflected
+                w = householder_reflect(w, self.vk_householder[k])
         return w
 
     def _coupling(self, x: Tensor, c: Sequence[Tensor], rev: bool) -> tuple[Tensor, Tensor]:
@@ -262,13 +266,7 @@ class AllInOneBlock(InvertibleModule):
         return (x,), -log_det if rev else log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shapes = [tuple(shape) for shape in input_dims]
-        if len(shapes) != 1 or not shapes[0] or shapes[0][0] < 2:
-            raise InvGraphError(
-                f"AllInOneBlock: expects one input (C, ...) with C >= 2 channels, "
-                f"received {len(shapes)} input(s) with shapes {shapes}"
-            )
-        return shapes
+        return [single_input("AllInOneBlock", input_dims)]
 
     def extra_repr(self) -> str:
         return (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import ClassVar
 
 import torch
@@ -15,8 +15,10 @@ __all__ = [
     "InvertibleModule",
     "LogDet",
     "Shape",
+    "call_block",
     "full_precision",
     "mix_channels",
+    "single_input",
     "sum_except_batch",
 ]
 
@@ -130,10 +132,57 @@ def sum_except_batch(x: Tensor) -> Tensor:
 
     A log-det sums many terms: in bfloat16 (8 significant bits) a sum near 3000 would be
     rounded to a multiple of 16, so low-precision terms are accumulated, and returned, in
-    float32 (float64 stays float64).
+    float32 (float64 stays float64). One reduction over the trailing dimensions, with no
+    reshape: no copy of a non-contiguous ``x``, and an empty batch ``(0, ...)`` gives
+    ``(0,)`` (``x.reshape(len(x), -1)`` cannot infer ``-1`` from zero elements).
+
+    Example:
+        >>> import torch
+        >>> sum_except_batch(torch.ones(2, 3, 4)), sum_except_batch(torch.ones(0, 3)).shape
+        (tensor([12., 12.]), torch.Size([0]))
     """
     dtype = torch.promote_types(x.dtype, torch.float32)
-    return x.reshape(x.shape[0], -1).sum(dim=1, dtype=dtype)
+    if x.dim() == 1:  # nothing to sum: sum(dim=[]) would sum everything
+        return x.to(dtype)
+    return x.sum(dim=list(range(1, x.dim())), dtype=dtype)
+
+
+_SHAPE_PATTERNS = {1: "(d,)", 2: "(C, L)", 3: "(C, H, W)", 4: "(C, D, H, W)"}
+
+
+def single_input(
+    block: str, input_dims: Iterable[Sequence[int]], ndim: Collection[int] | None = None
+) -> Shape:
+    """The one input shape of a single-input block, or an error naming what it received.
+
+    Arguments:
+        block: The block's name, for the message.
+        input_dims: The input shapes, batch dimension excluded.
+        ndim: The numbers of dimensions the block accepts, e.g. ``(1,)`` for vectors or
+            ``(1, 3)`` for vectors and images; ``None``: any number but zero.
+
+    Raises:
+        InvGraphError: Unless ``input_dims`` holds exactly one shape with an accepted
+            number of dimensions; the message names the block, the expected pattern and
+            the shapes received.
+
+    Example:
+        >>> single_input("Flatten", [(3, 4, 4)])
+        (3, 4, 4)
+        >>> try:
+        ...     single_input("HouseholderPerm", [(3, 4)], ndim=(1,))
+        ... except InvGraphError as err:
+        ...     print(err)
+        HouseholderPerm: expects exactly 1 input of shape (d,), received shapes [(3, 4)]
+    """
+    shapes = [tuple(int(d) for d in shape) for shape in input_dims]
+    if len(shapes) == 1 and shapes[0] and (ndim is None or len(shapes[0]) in ndim):
+        return shapes[0]
+    patterns = ["(C, ...)"] if ndim is None else [_SHAPE_PATTERNS.get(n, f"{n}-D") for n in ndim]
+    raise InvGraphError(
+        f"{block}: expects exactly 1 input of shape {' or '.join(patterns)}, "
+        f"received shapes {shapes}"
+    )
 
 
 def full_precision(x: Tensor) -> contextlib.AbstractContextManager:
@@ -167,3 +216,29 @@ def mix_channels(x: Tensor, matrix: Tensor) -> Tensor:
     """
     with full_precision(x):
         return torch.einsum("ij,bj...->bi...", matrix.to(x.dtype), x)
+
+
+def call_block(
+    block: nn.Module,
+    inputs: Sequence[Tensor],
+    conditions: Sequence[Tensor] = (),
+    rev: bool = False,
+    jac: bool = True,
+) -> tuple[tuple[Tensor, ...], LogDet]:
+    """Call a block or a network alike: ``(tuple of outputs, log_det)``.
+
+    A block returns a tuple; a network (:class:`~invgraph.framework.GraphINN`,
+    :class:`~invgraph.framework.SequenceINN`) returns a bare tensor for a single output
+    unless built with ``force_tuple_output``. Both take tuples of inputs and conditions.
+
+    Example:
+        >>> import torch, invgraph as ig
+        >>> inn = ig.SequenceINN(3)
+        >>> inn.append(ig.PermuteRandom, seed=0)
+        >>> (z,), log_det = call_block(inn, (torch.randn(2, 3),))
+        >>> (z_block,), _ = call_block(inn[0], (torch.randn(2, 3),))
+        >>> z.shape, z_block.shape
+        (torch.Size([2, 3]), torch.Size([2, 3]))
+    """
+    outputs, log_det = block(tuple(inputs), c=tuple(conditions), rev=rev, jac=jac)
+    return ((outputs,) if isinstance(outputs, Tensor) else tuple(outputs)), log_det

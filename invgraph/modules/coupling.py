@@ -17,16 +17,17 @@ steps in reverse order. A one-sided block performs only the second step.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, LogDet, Shape, sum_except_batch
+from .base import InvertibleModule, LogDet, Shape, single_input, sum_except_batch
 from .clamping import ClampActivation, resolve_clamp
 
 __all__ = [
+    "AffineCouplingBase",
     "AffineCouplingOneSided",
     "ConditionalAffineTransform",
     "CouplingBlock",
@@ -37,6 +38,8 @@ __all__ = [
     "SubnetConstructor",
     "broadcast_conditions",
     "concat_conditions",
+    "split_channels",
+    "subnet_constructor_or_error",
 ]
 
 SubnetConstructor = Callable[[int, int], nn.Module]
@@ -76,6 +79,70 @@ def concat_conditions(u: Tensor, c: Sequence[Tensor]) -> Tensor:
     return torch.cat(pieces, dim=1)
 
 
+def _coupling_advice(shape: Shape) -> str:
+    """What to do instead of coupling an input whose channels cannot be split in two."""
+    if shape[0] > 1:
+        return (
+            f"give split_len between 1 and {shape[0] - 1} (or a fraction rounding there); a "
+            "map of the whole input driven by conditions alone is ConditionalAffineTransform"
+        )
+    if len(shape) == 1:
+        return (
+            "a single feature cannot be coupled: use an element-wise block instead (e.g. "
+            "ElementwiseRationalQuadraticSpline or ActNorm), or couple a wider vector"
+        )
+    squeeze = ""
+    if len(shape) == 3:
+        squeeze = (
+            f"a HaarDownsampling or IRevNetDownsampling ({shape} -> "
+            f"(4, {shape[1] // 2}, {shape[2] // 2})) or "
+        )
+    return f"put {squeeze}a Flatten before it, so that the split has channels to share"
+
+
+def split_channels(
+    block: str, shape: Shape, split_len: float | int, passive_may_be_empty: bool = False
+) -> tuple[int, int]:
+    """The channel counts :math:`(C_1, C_2)` of a coupling's halves, checked non-empty.
+
+    Arguments:
+        block: The block's name, for the messages.
+        shape: The input shape ``(C, ...)``.
+        split_len: :math:`C_1`: a fraction of ``C`` (rounded) or a count.
+        passive_may_be_empty: Allow :math:`C_1 = 0`, for blocks whose bijection of
+            :math:`x_2` is driven by the conditions (or parameters) alone, by design.
+
+    Raises:
+        InvGraphError: For a split that leaves a half empty (a block that would transform
+            nothing, or transform from nothing), naming the shape, the halves and a remedy.
+
+    Example:
+        >>> split_channels("GLOWCouplingBlock", (5, 8, 8), 0.5)  # round(2.5) = 2
+        (2, 3)
+        >>> try:
+        ...     split_channels("GLOWCouplingBlock", (1, 8, 8), 0.5)
+        ... except InvGraphError as err:
+        ...     print(str(err)[:80])
+        GLOWCouplingBlock: input shape (1, 8, 8) has 1 channel; a coupling splits the ch
+    """
+    channels = shape[0]
+    if isinstance(split_len, float):
+        if not 0.0 <= split_len <= 1.0:
+            raise InvGraphError(f"{block}: a fractional split_len must be in [0, 1]")
+        split_len = round(channels * split_len)
+    if not 0 <= split_len <= channels:
+        raise InvGraphError(f"{block}: split_len={split_len} for {channels} channels")
+    halves = (int(split_len), channels - int(split_len))
+    if halves[1] > 0 and (halves[0] > 0 or passive_may_be_empty):
+        return halves
+    plural = "s" if channels != 1 else ""
+    raise InvGraphError(
+        f"{block}: input shape {shape} has {channels} channel{plural}; a coupling splits the "
+        f"channels into two non-empty halves, here split_len={halves}: "
+        f"{_coupling_advice(shape)}"
+    )
+
+
 class CouplingBlock(InvertibleModule):
     r"""Base of the coupling blocks: split, conditions, merge and log-det sums.
 
@@ -93,7 +160,17 @@ class CouplingBlock(InvertibleModule):
         dims_c: Condition shapes, ``(C_c, *spatial)`` or vectors ``(C_c,)`` (broadcast).
         split_len: Channels of :math:`x_1`: a fraction of ``C`` (rounded) or a count.
         two_sided: Transform both halves (``False``: only :math:`x_2`, from :math:`x_1`).
+
+    Raises:
+        InvGraphError: For a split that leaves a half empty, e.g. any input of one channel:
+            such a block would silently transform nothing, or from nothing (see
+            :func:`split_channels`). Only blocks driven by their conditions alone by design
+            (:class:`ConditionalAffineTransform`) have an empty passive half.
     """
+
+    #: The passive half :math:`x_1` may be empty: the bijection of :math:`x_2` is driven by
+    #: the conditions (or the block's parameters) alone, by design.
+    _passive_may_be_empty: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -104,16 +181,9 @@ class CouplingBlock(InvertibleModule):
     ):
         super().__init__(dims_in, dims_c)
         name = type(self).__name__
-        if len(self.dims_in) != 1:
-            raise InvGraphError(f"{name}: takes 1 input, got shapes {self.dims_in}")
-        channels = self.dims_in[0][0]
-        if isinstance(split_len, float):
-            if not 0.0 <= split_len <= 1.0:
-                raise InvGraphError(f"{name}: a fractional split_len must be in [0, 1]")
-            split_len = round(channels * split_len)
-        if not 0 <= split_len <= channels:
-            raise InvGraphError(f"{name}: split_len={split_len} for {channels} channels")
-        self.split_len1, self.split_len2 = int(split_len), channels - int(split_len)
+        shape = single_input(name, self.dims_in)
+        halves = split_channels(name, shape, split_len, self._passive_may_be_empty)
+        self.split_len1, self.split_len2 = halves
         self.condition_length = broadcast_conditions(name, self.dims_in[0], self.dims_c)
         self.two_sided = two_sided
 
@@ -163,7 +233,10 @@ class CouplingBlock(InvertibleModule):
         return f"{super().extra_repr()}, split_len=({self.split_len1}, {self.split_len2})"
 
 
-def _subnets(owner: str, constructor: SubnetConstructor | None) -> SubnetConstructor:
+def subnet_constructor_or_error(
+    owner: str, constructor: SubnetConstructor | None
+) -> SubnetConstructor:
+    """``constructor``, or an error naming ``owner`` when a block was given none."""
     if constructor is None:
         raise InvGraphError(
             f"{owner}: needs subnet_constructor(channels_in, channels_out) -> nn.Module"
@@ -204,7 +277,7 @@ class NICECouplingBlock(CouplingBlock):
         split_len: float | int = 0.5,
     ):
         super().__init__(dims_in, dims_c, split_len)
-        make = _subnets(type(self).__name__, subnet_constructor)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
         self.F = make(self.split_len2 + self.condition_length, self.split_len1)
         self.G = make(self.split_len1 + self.condition_length, self.split_len2)
 
@@ -215,9 +288,10 @@ class NICECouplingBlock(CouplingBlock):
         return (x - shift if rev else x + shift), 0.0
 
 
-class _AffineCoupling(CouplingBlock):
-    r"""Affine bijection :math:`y = x\,e^{s} + t` with soft-clamped log-scale
-    :math:`s = \text{clamp}\cdot f(\tilde s)`; its log-det is :math:`\sum s`."""
+class AffineCouplingBase(CouplingBlock):
+    r"""Base of the affine couplings: the bijection :math:`y = x\,e^{s} + t` with the
+    soft-clamped log-scale :math:`s = \text{clamp}\cdot f(\tilde s)`; its log-det is
+    :math:`\sum s`. A subclass builds its subnetworks and supplies ``_conditioner``."""
 
     #: Subtract the mean log-scale of each sample: volume preserving (GIN).
     _volume_preserving = False
@@ -254,7 +328,7 @@ def _halves(a: Tensor, first: int) -> tuple[Tensor, Tensor]:
     return a[:, :first], a[:, first:]
 
 
-class RNVPCouplingBlock(_AffineCoupling):
+class RNVPCouplingBlock(AffineCouplingBase):
     r"""Affine coupling (RealNVP) with separate scale and shift networks per half.
 
     :math:`y_1 = x_1 e^{s_2(x_2, c)} + t_2(x_2, c)`, :math:`y_2 = x_2 e^{s_1(y_1, c)} +
@@ -292,7 +366,7 @@ class RNVPCouplingBlock(_AffineCoupling):
         split_len: float | int = 0.5,
     ):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len)
-        make = _subnets(type(self).__name__, subnet_constructor)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
         in1, in2 = self.split_len1 + self.condition_length, self.split_len2 + self.condition_length
         self.subnet_s1 = make(in1, self.split_len2)
         self.subnet_t1 = make(in1, self.split_len2)
@@ -305,7 +379,7 @@ class RNVPCouplingBlock(_AffineCoupling):
         return self.subnet_s1(u), self.subnet_t1(u)
 
 
-class GLOWCouplingBlock(_AffineCoupling):
+class GLOWCouplingBlock(AffineCouplingBase):
     r"""Affine coupling (Glow) with one network per half predicting scale and shift.
 
     :math:`[\tilde s_2, t_2] = N_2(x_2, c)`, :math:`y_1 = x_1 e^{s_2} + t_2`;
@@ -345,7 +419,7 @@ class GLOWCouplingBlock(_AffineCoupling):
         split_len: float | int = 0.5,
     ):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len)
-        make = _subnets(type(self).__name__, subnet_constructor)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
         self.subnet1 = make(self.split_len1 + self.condition_length, 2 * self.split_len2)
         self.subnet2 = make(self.split_len2 + self.condition_length, 2 * self.split_len1)
 
@@ -386,7 +460,7 @@ class GINCouplingBlock(GLOWCouplingBlock):
     _volume_preserving = True
 
 
-class AffineCouplingOneSided(_AffineCoupling):
+class AffineCouplingOneSided(AffineCouplingBase):
     r"""One affine step: :math:`y_1 = x_1`, :math:`y_2 = x_2 e^{s(x_1, c)} + t(x_1, c)`.
 
     With a permutation or orthogonal transform after every block, transforming one half
@@ -425,7 +499,7 @@ class AffineCouplingOneSided(_AffineCoupling):
         split_len: float | int = 0.5,
     ):
         super().__init__(dims_in, dims_c, clamp, clamp_activation, split_len, two_sided=False)
-        make = _subnets(type(self).__name__, subnet_constructor)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
         self.subnet = make(self.split_len1 + self.condition_length, 2 * self.split_len2)
 
     def _conditioner(self, side: int, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -458,6 +532,8 @@ class ConditionalAffineTransform(AffineCouplingOneSided):
         >>> z.shape, log_det.shape
         (torch.Size([3, 4]), torch.Size([3]))
     """
+
+    _passive_may_be_empty = True  # by design: the conditions alone drive the map
 
     def __init__(
         self,

@@ -23,6 +23,7 @@ Not provided:
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 
 import torch
@@ -30,8 +31,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..compat import infer_actnorm_initialised
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape, sum_except_batch
+from .base import InvertibleModule, Shape, single_input, sum_except_batch
 
 __all__ = [
     "ActNorm",
@@ -74,13 +76,7 @@ class _ElementwiseBlock(InvertibleModule):
         self.output_dims(self.dims_in)
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shapes = [tuple(shape) for shape in input_dims]
-        if len(shapes) != 1 or not shapes[0]:
-            raise InvGraphError(
-                f"{type(self).__name__}: expects exactly 1 input with at least one dimension, "
-                f"received {len(shapes)} with shapes {shapes}"
-            )
-        return shapes
+        return [single_input(type(self).__name__, input_dims)]
 
     def _per_channel(self, value: float, name: str, learnable: bool = True) -> None:
         """Register ``name``: ``value`` per channel, shaped ``(1, C, 1, ..., 1)`` to broadcast.
@@ -214,15 +210,41 @@ class ActNorm(_ElementwiseBlock):
     (:math:`HW` for images, 1 for vectors).
 
     **Initialisation.** The first forward batch (or ``init_data``, or :meth:`initialize`)
-    sets :math:`s = -\log \sigma` and :math:`b = -\mu / \sigma` from each channel's mean
-    :math:`\mu` and standard deviation :math:`\sigma` (population, over the batch and the
-    spatial positions), so that these outputs have mean 0 and variance 1 per channel; then
-    they train as ordinary parameters. A channel with :math:`\sigma = 0` (constant, or one
-    vector in the batch) is only centred (:math:`s = 0`) instead of giving NaN. The
-    statistics are computed in float32, or in the input's dtype if wider, then stored in
-    the parameters' dtype. When :mod:`torch.distributed` is initialised, the counts, sums
-    and squared deviations are summed over all processes (so every process must run its
-    first forward, a collective): every rank gets the statistics of all ranks' batches.
+    sets, from each channel's mean :math:`\mu` and standard deviation :math:`\sigma`
+    (population, over the batch and the spatial positions),
+
+    .. math::
+
+        s = -\log(\sigma + \epsilon), \qquad b = -\mu\, e^{s},
+
+    so that these outputs have mean 0 and variance :math:`\sigma^2 / (\sigma + \epsilon)^2
+    \approx 1` per channel; then they train as ordinary parameters. The :math:`\epsilon` of
+    Glow (``eps``, default ``1e-6``, in the data's units) bounds the scale by
+    :math:`1/\epsilon`: without it, a near-constant channel (a spread of rounding noise,
+    :math:`\sigma \approx 10^{-7}`) would get a scale of :math:`10^{7}` and send the next
+    batch's values to :math:`10^{7}`. A channel with :math:`\sigma = 0` exactly (constant,
+    or one vector in the batch) carries no spread to normalise and is only centred
+    (:math:`s = 0`). The statistics are computed in float32, or in the input's dtype if
+    wider, then stored in the parameters' dtype. When :mod:`torch.distributed` is
+    initialised, the counts, sums and squared deviations are summed over all processes (so
+    every process must run its first forward, a collective): every rank gets the
+    statistics of all ranks' batches.
+
+    **Refused data.** A batch holding NaN or infinite values raises
+    :class:`~invgraph.errors.InvGraphError` (its shape and how many values are not finite,
+    summed over all processes), as do statistics that overflow: one NaN would otherwise
+    make every parameter NaN for good, silently. This check reads the statistics on the
+    host: one synchronisation, once, on the initialising call only; the forward and inverse
+    of an initialised block never synchronise. It is skipped where no value can be read:
+    on the ``meta`` device and while :func:`torch.compile` traces the first call
+    (initialise eagerly first, with one batch or :meth:`initialize`, to keep it). An empty
+    first batch initialises nothing: the outputs are empty and the next batch initialises.
+
+    **Threads.** The first call initialises under a lock held by the block: threads that
+    make their first call together initialise it once, and none runs with half-written
+    parameters. An initialised block reads only the Python flag, never the lock, so it
+    compiles without graph breaks; the lock is not pickled (a copy, saved with
+    ``torch.save`` or deep-copied, gets a new one).
 
     **State.** Whether the block is initialised is kept twice: in the bool buffer
     ``is_initialized`` (saved in the state dict) and in the Python attribute
@@ -243,6 +265,7 @@ class ActNorm(_ElementwiseBlock):
         dims_c: Must be empty: the block takes no conditions.
         init_data: A batch ``(B, C, ...)`` to initialise from now, instead of the first
             forward batch.
+        eps: :math:`\epsilon \ge 0`, added to each channel's standard deviation.
 
     References:
         D. P. Kingma, P. Dhariwal. Glow: Generative Flow with Invertible 1x1 Convolutions
@@ -267,15 +290,35 @@ class ActNorm(_ElementwiseBlock):
 
     is_initialized: Tensor
 
-    def __init__(self, dims_in: Dims, dims_c: Dims | None = None, init_data: Tensor | None = None):
+    def __init__(
+        self,
+        dims_in: Dims,
+        dims_c: Dims | None = None,
+        init_data: Tensor | None = None,
+        eps: float = 1e-6,
+    ):
         super().__init__(dims_in, dims_c)
+        if not (math.isfinite(eps) and eps >= 0):
+            raise InvGraphError(f"ActNorm: eps must be a finite number >= 0, received {eps!r}")
+        self.eps = float(eps)
         self._per_channel(0.0, "scale")
         self._per_channel(0.0, "bias")
         self.register_buffer("is_initialized", torch.tensor(False))
         self.initialized = False
+        self._init_lock = threading.Lock()
         self._values_per_channel = math.prod(self.dims_in[0][1:])
         if init_data is not None:
             self.initialize(init_data)
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        state.pop("_init_lock", None)  # a lock cannot be pickled; a copy gets its own
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._init_lock = threading.Lock()
+        self.__dict__.setdefault("eps", 1e-6)  # pickled before eps existed
 
     @property
     def init_on_next_batch(self) -> bool:
@@ -287,25 +330,58 @@ class ActNorm(_ElementwiseBlock):
         self.initialized = not value
         self.is_initialized.fill_(not value)
 
-    @torch.no_grad()
     def initialize(self, x: Tensor) -> None:
-        """Set ``scale`` and ``bias`` so that the batch ``x`` maps to mean 0, variance 1."""
+        """Set ``scale`` and ``bias`` so that the batch ``x`` maps to mean 0, variance 1.
+
+        Raises :class:`~invgraph.errors.InvGraphError` for a batch of the wrong shape, an
+        empty one, or one with non-finite values (see the class).
+        """
         if tuple(x.shape[1:]) != self.dims_in[0]:
             raise InvGraphError(
                 f"ActNorm: initialisation expects a batch of shape (B, *{self.dims_in[0]}), "
                 f"received {tuple(x.shape)}"
             )
+        with self._init_lock:
+            if not self._initialize(x, check=not x.is_meta):
+                raise InvGraphError(
+                    f"ActNorm: cannot initialise from an empty batch of shape {tuple(x.shape)}"
+                )
+
+    def _initialize_on_first_call(self, x: Tensor) -> None:
+        """Initialise from the first forward batch, once, also when threads race to it."""
+        if torch.compiler.is_compiling():  # traced: no lock and no host sync to trace
+            self._initialize(x, check=False)
+            return
+        with self._init_lock:
+            if not self.initialized:  # else another thread initialised while we waited
+                self._initialize(x, check=not x.is_meta)
+
+    @torch.no_grad()
+    def _initialize(self, x: Tensor, check: bool) -> bool:
+        """Set ``scale`` and ``bias`` from the statistics of ``x``; return whether it did.
+
+        With ``check``, non-finite data and statistics raise, and an empty batch (over all
+        processes) initialises nothing, at the cost of one host synchronisation.
+        """
+        distributed = dist.is_available() and dist.is_initialized()
+        if len(x) == 0 and not distributed:
+            return False
         dtype = torch.promote_types(x.dtype, torch.float32)
-        values = x.detach().to(dtype).transpose(0, 1).reshape(x.shape[1], -1)  # (C, n)
-        count_and_sums = torch.cat([values.new_full((1,), values.shape[1]), values.sum(1)])
-        count, sums = _all_reduce(count_and_sums).split([1, len(values)])
+        values = x.detach().to(dtype).transpose(0, 1).flatten(1)  # (C, n)
+        nonfinite = (~torch.isfinite(values)).sum().to(dtype).reshape(1)
+        counts = torch.cat([values.new_full((1,), values.shape[1]), nonfinite, values.sum(1)])
+        count, nonfinite, sums = _all_reduce(counts).split([1, 1, len(values)])
         mean = sums / count
         squares = _all_reduce((values - mean[:, None]).square().sum(1))
         std = (squares / count).sqrt()
-        log_scale = torch.where(std > 0, -torch.log(std), 0.0)
+        log_scale = torch.where(std > 0, -torch.log(std + self.eps), 0.0)
+        bias = -mean * torch.exp(log_scale)
+        if check and not _usable_statistics(x, count, nonfinite, (log_scale, bias), distributed):
+            return False
         self.scale.copy_(log_scale.reshape(self.scale.shape))
-        self.bias.copy_((-mean * torch.exp(log_scale)).reshape(self.bias.shape))
-        self.init_on_next_batch = False
+        self.bias.copy_(bias.reshape(self.bias.shape))
+        self.init_on_next_batch = False  # last: other threads read the flag first
+        return True
 
     def forward(
         self,
@@ -322,7 +398,7 @@ class ActNorm(_ElementwiseBlock):
                     f"{tuple(x.shape)}); run a forward batch or initialize(x) first, or load "
                     f"a state dict"
                 )
-            self.initialize(x)
+            self._initialize_on_first_call(x)
         log_det = self.scale.sum() * self._values_per_channel
         log_det = _constant_log_det(log_det, x, rev) if jac else None
         if rev:
@@ -332,16 +408,38 @@ class ActNorm(_ElementwiseBlock):
     def _load_from_state_dict(
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
     ):
-        flag = prefix + "is_initialized"
-        freia_0_2 = flag not in state_dict and prefix + "scale" in state_dict
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
-        if freia_0_2 and flag in missing_keys:  # FrEIA 0.2 saves no flag; loading initialises
-            missing_keys.remove(flag)
-            self.init_on_next_batch = False
-        elif flag in state_dict:
-            self.initialized = bool(state_dict[flag])
+        initialised = infer_actnorm_initialised(state_dict, prefix, missing_keys)
+        if initialised is not None:
+            self.init_on_next_batch = not initialised
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, eps={self.eps}"
+
+
+def _usable_statistics(
+    x: Tensor, count: Tensor, nonfinite: Tensor, parameters: Sequence[Tensor], distributed: bool
+) -> bool:
+    """Whether ActNorm's statistics of ``x`` can initialise it (``False``: an empty batch);
+    an error for non-finite data or parameters. Reads three numbers: one host sync."""
+    overflow = sum((~torch.isfinite(p)).sum() for p in parameters).reshape(1).to(count)
+    total, bad, overflowed = (int(v) for v in torch.cat([count, nonfinite, overflow]).tolist())
+    everywhere = ", summed over all processes" if distributed else ""
+    if bad:
+        raise InvGraphError(
+            f"ActNorm: cannot initialise from a batch of shape {tuple(x.shape)} holding {bad} "
+            f"non-finite value(s) (NaN or inf{everywhere}): scale and bias would be NaN for "
+            "good; initialise from finite data (initialize(x), or a clean first batch)"
+        )
+    if overflowed:
+        raise InvGraphError(
+            f"ActNorm: the statistics of the initialisation batch of shape {tuple(x.shape)} "
+            f"overflow in {count.dtype}: {overflowed} non-finite scale or bias value(s); "
+            "rescale the data"
+        )
+    return total > 0
 
 
 class _SignedScaling(_ElementwiseBlock):

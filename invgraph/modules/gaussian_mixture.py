@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape, full_precision
+from .base import InvertibleModule, Shape, full_precision, single_input
 
 __all__ = ["GaussianMixtureModel"]
 
@@ -202,9 +202,4 @@ class GaussianMixtureModel(InvertibleModule):
         return x, (w, mu, entries, index)
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shapes = [tuple(shape) for shape in input_dims]
-        if len(shapes) != 1 or len(shapes[0]) != 1:
-            raise InvGraphError(
-                f"GaussianMixtureModel: expects 1 input of shape (d,), received {shapes}"
-            )
-        return shapes
+        return [single_input("GaussianMixtureModel", input_dims, ndim=(1,))]

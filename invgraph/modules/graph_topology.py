@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape
+from .base import InvertibleModule, Shape, single_input
 
 __all__ = ["Concat", "Split"]
 
@@ -66,12 +66,7 @@ class Split(InvertibleModule):
         dim: int = 0,
     ):
         super().__init__(dims_in, dims_c)
-        if len(self.dims_in) != 1:
-            raise InvGraphError(
-                f"Split: expects exactly 1 input, received {len(self.dims_in)} "
-                f"with shapes {self.dims_in}"
-            )
-        shape = self.dims_in[0]
+        shape = single_input("Split", self.dims_in)
         self.dim = _normalize_dim("Split", dim, shape)
         self.section_sizes = self._sections(shape[self.dim], section_sizes, n_sections)
 

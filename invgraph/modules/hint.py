@@ -8,14 +8,14 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import InvGraphError
-from .base import LogDet, Shape
+from .base import LogDet, Shape, single_input
 from .clamping import ClampActivation
-from .coupling import SubnetConstructor, _AffineCoupling, _subnets
+from .coupling import AffineCouplingBase, SubnetConstructor, subnet_constructor_or_error
 
 __all__ = ["HINTCouplingBlock"]
 
 
-class HINTCouplingBlock(_AffineCoupling):
+class HINTCouplingBlock(AffineCouplingBase):
     r"""Recursive affine coupling (HINT): a dense, lower-triangular Jacobian in one block.
 
     The input's ``C`` channels are split as :math:`x = [x_1, x_2]` with :math:`C_1 = \lfloor
@@ -79,18 +79,14 @@ class HINTCouplingBlock(_AffineCoupling):
         max_splits: int = -1,
         min_split_size: int = 2,
     ):
-        shapes = [tuple(shape) for shape in dims_in]
-        channels = int(shapes[0][0]) if len(shapes) == 1 and shapes[0] else 0
-        splits = channels >= 2 * min_split_size and max_splits != 0
-        half = channels // 2
-        super().__init__(dims_in, dims_c, clamp, clamp_activation, half, two_sided=splits)
         name = type(self).__name__
-        if channels < 2 or min_split_size < 2:
-            raise InvGraphError(
-                f"{name}: needs >= 2 channels and min_split_size >= 2, got input shape "
-                f"{self.dims_in[0]} and min_split_size={min_split_size}"
-            )
-        make = _subnets(name, subnet_constructor)
+        if min_split_size < 2:
+            raise InvGraphError(f"{name}: needs min_split_size >= 2, got {min_split_size=}")
+        channels = single_input(name, dims_in)[0]
+        splits = channels >= 2 * min_split_size and max_splits != 0
+        half = channels // 2  # the base refuses fewer than 2 channels: a half would be empty
+        super().__init__(dims_in, dims_c, clamp, clamp_activation, half, two_sided=splits)
+        make = subnet_constructor_or_error(name, subnet_constructor)
         self.s = make(half + self.condition_length, channels - half)
         self.t = make(half + self.condition_length, channels - half)
         self.upper: HINTCouplingBlock | None = None

@@ -14,8 +14,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..compat import drop_householder_matrix
 from ..errors import InvGraphError
-from .base import InvertibleModule, LogDet, Shape, full_precision, mix_channels
+from .base import (
+    InvertibleModule,
+    LogDet,
+    Shape,
+    full_precision,
+    mix_channels,
+    single_input,
+)
 from .clamping import atan_clamp
 
 __all__ = [
@@ -24,20 +32,11 @@ __all__ = [
     "HouseholderPerm",
     "InvertibleConv1x1",
     "OrthogonalTransform",
+    "householder_reflect",
+    "random_orthogonal",
 ]
 
 Dims = Sequence[Sequence[int]]
-
-
-def _one_input(block: str, input_dims: Dims, vector: bool) -> Shape:
-    """The single input shape of ``block``: ``(d,)`` if ``vector``, else ``(C, *spatial)``."""
-    shapes = [tuple(shape) for shape in input_dims]
-    if len(shapes) != 1 or not shapes[0] or (vector and len(shapes[0]) != 1):
-        expected = "one vector input (d,)" if vector else "one input (C, ...), channels first"
-        raise InvGraphError(
-            f"{block}: expects {expected}, received {len(shapes)} input(s) with shapes {shapes}"
-        )
-    return shapes[0]
 
 
 def _pixels(x: Tensor) -> int:
@@ -45,9 +44,62 @@ def _pixels(x: Tensor) -> int:
     return math.prod(x.shape[2:])
 
 
-def _random_rotation(n: int) -> Tensor:
-    """A random orthogonal ``(n, n)`` matrix (Q of a Gaussian matrix; torch's global RNG)."""
-    return torch.linalg.qr(torch.randn(n, n))[0]
+def _positive_diagonal(q: Tensor, r: Tensor) -> Tensor:
+    """``Q`` of ``A = Q R`` with each column's sign flipped where ``R``'s diagonal is negative:
+    the QR decomposition with :math:`R_{ii} > 0`, which is unique (Gram-Schmidt's)."""
+    diagonal = r.diagonal()
+    return q * torch.copysign(torch.ones_like(diagonal), diagonal)
+
+
+def random_orthogonal(
+    n: int,
+    *,
+    haar: bool = False,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+) -> Tensor:
+    r"""A random orthogonal ``(n, n)`` matrix: :math:`Q` of the QR decomposition of a
+    standard normal matrix :math:`A = QR`.
+
+    Draws one ``torch.randn(n, n)`` from torch's global generator, in ``dtype`` on
+    ``device`` (torch's defaults, e.g. an enclosing ``with torch.device(...)``, if
+    ``None``), so seeded results depend only on the seed, ``dtype`` and ``device``. With
+    ``haar``, the signs of the columns are fixed so that :math:`R_{ii} > 0`, which makes
+    :math:`Q` uniform (Haar) on :math:`O(n)`, and the first column is negated where
+    :math:`\det Q = -1`: uniform on :math:`SO(n)`, a rotation. Without, :math:`Q` is LAPACK's,
+    whose determinant may be :math:`\pm 1` (what Glow's 1x1 convolution starts from).
+
+    References:
+        F. Mezzadri, "How to generate random matrices from the classical compact groups",
+        Notices of the AMS 54(5), 2007, arXiv:math-ph/0609050.
+
+    Example:
+        >>> import torch
+        >>> q = random_orthogonal(4, haar=True, dtype=torch.float64)
+        >>> torch.allclose(q @ q.T, torch.eye(4, dtype=torch.float64)), round(float(q.det()), 6)
+        (True, 1.0)
+    """
+    q, r = torch.linalg.qr(torch.randn(n, n, dtype=dtype, device=device))
+    if not haar:
+        return q
+    q = _positive_diagonal(q, r)
+    q[:, 0] *= torch.linalg.det(q).sign()  # det +1
+    return q
+
+
+def householder_reflect(x: Tensor, v: Tensor) -> Tensor:
+    r"""The Householder reflection :math:`H x = x - 2 rac{v^T x}{v^T v} v` of each row of ``x``.
+
+    Rows are along the last dimension; ``v`` is one vector ``(d,)`` for all rows, or one per
+    row (broadcast like ``x``). :math:`H = I - 2 v v^T / v^T v` is symmetric and orthogonal,
+    so a matrix :math:`W` reflected row by row is :math:`W H`.
+
+    Example:
+        >>> import torch
+        >>> householder_reflect(torch.tensor([[1.0, 2.0]]), torch.tensor([1.0, 0.0]))
+        tensor([[-1.,  2.]])
+    """
+    return x - v * (2.0 * (x * v).sum(-1, keepdim=True) / (v * v).sum(-1, keepdim=True))
 
 
 class _FixedMatrix(InvertibleModule):
@@ -113,7 +165,7 @@ class _FixedMatrix(InvertibleModule):
             return (self._transform(x, rev),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        return [_one_input(type(self).__name__, input_dims, self._vector)]
+        return [single_input(type(self).__name__, input_dims, (1,) if self._vector else None)]
 
 
 def _derive_after_load(module: _FixedMatrix, incompatible_keys: object) -> None:
@@ -256,7 +308,7 @@ class InvertibleConv1x1(InvertibleModule):
         super().__init__(dims_in, dims_c)
         channels = self.output_dims(self.dims_in)[0][0]
         self.LU_decomposed = bool(LU_decomposed)
-        rotation = _random_rotation(channels)
+        rotation = random_orthogonal(channels)
         if not self.LU_decomposed:
             self.weight = nn.Parameter(rotation)
             return
@@ -297,21 +349,10 @@ class InvertibleConv1x1(InvertibleModule):
             return (mix_channels(x, self._matrix(rev)),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        return [_one_input("InvertibleConv1x1", input_dims, vector=False)]
+        return [single_input("InvertibleConv1x1", input_dims)]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, LU_decomposed={self.LU_decomposed}"
-
-
-def _reflect(x: Tensor, v: Tensor) -> Tensor:
-    r"""The Householder reflection :math:`(I - 2 v v^T / v^T v)\,x` of each row of ``x``."""
-    return x - v * (2.0 * (x * v).sum(-1, keepdim=True) / (v * v).sum(-1, keepdim=True))
-
-
-def _drop_freia_matrix(module: nn.Module, state_dict: dict, prefix: str, *_: object) -> None:
-    """FrEIA's fixed HouseholderPerm also saves its matrix (``W``, ``weight``): Vs's product."""
-    for key in ("W", "weight"):
-        state_dict.pop(prefix + key, None)
 
 
 class HouseholderPerm(InvertibleModule):
@@ -381,7 +422,7 @@ class HouseholderPerm(InvertibleModule):
                 )
         elif self.fixed:
             self.register_buffer("Vs", torch.randn(self.n_reflections, self.width))
-            self.register_load_state_dict_pre_hook(_drop_freia_matrix)
+            self.register_load_state_dict_pre_hook(drop_householder_matrix)
         else:
             near_identity = torch.eye(self.n_reflections, self.width)
             self.Vs = nn.Parameter(near_identity + 0.1 * torch.randn_like(near_identity))
@@ -400,11 +441,11 @@ class HouseholderPerm(InvertibleModule):
             vectors = self.Vs
         order = range(self.n_reflections - 1, -1, -1) if rev else range(self.n_reflections)
         for k in order:
-            x = _reflect(x, vectors[k])
+            x = householder_reflect(x, vectors[k])
         return (x,), 0.0
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        return [_one_input("HouseholderPerm", input_dims, vector=True)]
+        return [single_input("HouseholderPerm", input_dims, ndim=(1,))]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, n_reflections={self.n_reflections}, fixed={self.fixed}"
@@ -416,9 +457,7 @@ def _orthonormal_rows(weights: Tensor) -> Tensor:
     With ``weights.T = Q R`` and ``diag(R) > 0``, the rows of ``Q.T`` are the rows of
     ``weights`` orthonormalised in order (what FrEIA's periodic correction computes).
     """
-    q, r = torch.linalg.qr(weights.t())
-    diagonal = r.diagonal()
-    return (q * torch.copysign(torch.ones_like(diagonal), diagonal)).t()
+    return _positive_diagonal(*torch.linalg.qr(weights.t())).t()
 
 
 class OrthogonalTransform(InvertibleModule):
@@ -465,7 +504,7 @@ class OrthogonalTransform(InvertibleModule):
         super().__init__(dims_in, dims_c)
         (width,) = self.output_dims(self.dims_in)[0]
         self.correction_interval, self.clamp = correction_interval, float(clamp)
-        self.weights = nn.Parameter(_random_rotation(width))
+        self.weights = nn.Parameter(random_orthogonal(width))
         self.bias = nn.Parameter(0.05 * torch.randn(1, width))
         self.scaling = nn.Parameter(0.02 * torch.randn(1, width))
 
@@ -486,7 +525,7 @@ class OrthogonalTransform(InvertibleModule):
             return ((x @ rotation + self.bias) * torch.exp(log_scale),), log_det
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        return [_one_input("OrthogonalTransform", input_dims, vector=True)]
+        return [single_input("OrthogonalTransform", input_dims, ndim=(1,))]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, clamp={self.clamp}"

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..errors import InvGraphError
-from .base import InvertibleModule, Shape
+from .base import InvertibleModule, Shape, single_input
 
 __all__ = ["PermuteRandom"]
 
@@ -77,10 +76,4 @@ class PermuteRandom(InvertibleModule):
         return (x.index_select(1, self.perm_inv if rev else self.perm),), 0.0
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shapes = [tuple(shape) for shape in input_dims]
-        if len(shapes) != 1 or not shapes[0]:
-            raise InvGraphError(
-                f"PermuteRandom: expects exactly 1 input with at least one dimension, "
-                f"received {len(shapes)} with shapes {shapes}"
-            )
-        return shapes
+        return [single_input("PermuteRandom", input_dims)]

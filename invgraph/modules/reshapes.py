@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..compat import drop_fixed_tensor, renamed_argument
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape
+from .base import InvertibleModule, Shape, single_input
 
 __all__ = [
     "Flatten",
@@ -21,16 +21,6 @@ __all__ = [
     "IRevNetUpsampling",
     "Reshape",
 ]
-
-
-def _single_input(block: str, input_dims: Sequence[Sequence[int]]) -> Shape:
-    """The one input shape of ``block``, or an error naming the shapes received."""
-    shapes = [tuple(shape) for shape in input_dims]
-    if len(shapes) != 1:
-        raise InvGraphError(
-            f"{block}: expects exactly 1 input, received {len(shapes)} with shapes {shapes}"
-        )
-    return shapes[0]
 
 
 class Flatten(InvertibleModule):
@@ -72,7 +62,7 @@ class Flatten(InvertibleModule):
         return (x.flatten(1),), 0.0
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        return [(math.prod(_single_input("Flatten", input_dims)),)]
+        return [(math.prod(single_input("Flatten", input_dims)),)]
 
 
 class Reshape(InvertibleModule):
@@ -109,18 +99,9 @@ class Reshape(InvertibleModule):
         target_dim: Sequence[int] | None = None,
     ):
         super().__init__(dims_in, dims_c)
-        if target_dim is not None:
-            if output_dims is not None and tuple(output_dims) != tuple(target_dim):
-                raise InvGraphError(
-                    f"Reshape: received output_dims={tuple(output_dims)} and "
-                    f"target_dim={tuple(target_dim)} (its old name); pass output_dims only"
-                )
-            warnings.warn(
-                "Reshape: 'target_dim' is the old name of 'output_dims'; use 'output_dims'",
-                FutureWarning,
-                stacklevel=2,
-            )
-            output_dims = target_dim
+        output_dims = renamed_argument(
+            "Reshape", "target_dim", target_dim, "output_dims", output_dims
+        )
         if output_dims is None:
             raise InvGraphError("Reshape: needs output_dims, the output shape without batch")
         self.target_shape: Shape = tuple(int(d) for d in output_dims)
@@ -143,7 +124,7 @@ class Reshape(InvertibleModule):
         return (x.reshape(x.shape[0], *shape),), 0.0
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shape = _single_input("Reshape", input_dims)
+        shape = single_input("Reshape", input_dims)
         if math.prod(shape) != math.prod(self.target_shape):
             raise InvGraphError(
                 f"Reshape: cannot reshape input shape {shape} ({math.prod(shape)} elements) "
@@ -154,6 +135,19 @@ class Reshape(InvertibleModule):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, output_dims={self.target_shape}"
+
+
+def _pixel_unshuffle(x: Tensor) -> Tensor:
+    """:func:`torch.nn.functional.pixel_unshuffle` by 2: ``(B, C, H, W) -> (B, 4C, H/2, W/2)``.
+
+    torch's CPU kernel returns an empty tensor unshuffled, with the input's shape (torch
+    2.13: ``(0, 2, 4, 4)`` stays ``(0, 2, 4, 4)``); an empty input gets the right shape here.
+    The branch reads the shape only, so non-empty inputs run the one kernel as before.
+    """
+    if x.numel() == 0:
+        batch, channels, height, width = x.shape
+        return x.new_empty(batch, 4 * channels, height // 2, width // 2)
+    return F.pixel_unshuffle(x, 2)
 
 
 class _Squeeze(InvertibleModule):
@@ -195,25 +189,17 @@ class _Squeeze(InvertibleModule):
         those filters (anything else would be a different transform) and dropped.
         """
         haar = isinstance(self, HaarDownsampling)
+        channels = self.dims_in[0][0] // (4 if self._upsampling else 1)
+        identity = torch.eye(4, device="cpu")
+        filters = _hadamard4(identity.unsqueeze(1), 1.0) if haar else identity
+        expected = filters.reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
         key = prefix + ("haar_weights" if haar else "downsample_kernel")
-        if key in state_dict:
-            channels = self.dims_in[0][0] // (4 if self._upsampling else 1)
-            identity = torch.eye(4, device="cpu")
-            filters = _hadamard4(identity.unsqueeze(1), 1.0) if haar else identity
-            expected = filters.reshape(4, 1, 2, 2).repeat(channels, 1, 1, 1)
-            kernel = state_dict.pop(key)
-            if kernel.shape != expected.shape or not (
-                kernel.is_meta or torch.equal(kernel.detach().cpu().double(), expected.double())
-            ):
-                raise InvGraphError(
-                    f"{type(self).__name__}: the state dict's {key!r} of shape "
-                    f"{tuple(kernel.shape)} does not hold FrEIA's fixed kernel, expected of "
-                    f"shape {tuple(expected.shape)} for input shape {self.dims_in[0]}"
-                )
+        why = f" for input shape {self.dims_in[0]}"
+        drop_fixed_tensor(state_dict, key, expected, type(self).__name__, why)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _down(self, x: Tensor) -> Tensor:
-        patches = F.pixel_unshuffle(x, 2).unflatten(1, (x.shape[1], 4))
+        patches = _pixel_unshuffle(x).unflatten(1, (x.shape[1], 4))
         patches = self._mix(patches, inverse=False)
         if self._group_by_position:
             patches = patches.transpose(1, 2)
@@ -242,10 +228,7 @@ class _Squeeze(InvertibleModule):
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         block = type(self).__name__
-        shape = _single_input(block, input_dims)
-        if len(shape) != 3:
-            raise InvGraphError(f"{block}: expects an image shape (C, H, W), received {shape}")
-        c, h, w = shape
+        c, h, w = shape = single_input(block, input_dims, ndim=(3,))
         if self._upsampling:
             if c % 4:
                 raise InvGraphError(

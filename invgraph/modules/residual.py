@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import InvertibleModule, Shape
+from .base import InvertibleModule, Shape, single_input
 
 __all__ = ["IResNetLayer"]
 
@@ -232,7 +232,13 @@ class IResNetLayer(InvertibleModule):
         return log_det.view(n, len(x)).mean(0)
 
     def _exact_log_det(self, g: _Residual, x: Tensor, c: tuple[Tensor, ...]) -> Tensor:
-        """:math:`\\log\\det(I + J_g)` from each sample's Jacobian."""
+        """:math:`\\log\\det(I + J_g)` from each sample's Jacobian.
+
+        An empty batch has no Jacobians: ``vmap`` over zero samples of a convolution's
+        ``jacrev`` fails inside torch (torch 2.13), so it returns ``(0,)`` at once.
+        """
+        if len(x) == 0:
+            return x.new_zeros(0)
 
         def jacobian(x_i: Tensor, c_i: tuple[Tensor, ...]) -> Tensor:
             def g_i(v: Tensor) -> Tensor:
@@ -255,12 +261,7 @@ class IResNetLayer(InvertibleModule):
             layer.weight.copy_(self._normalised(layer))
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
-        shapes = [tuple(shape) for shape in input_dims]
-        if len(shapes) != 1 or len(shapes[0]) not in (1, 3):
-            raise InvGraphError(
-                f"IResNetLayer: expects 1 input of shape (D,) or (C, H, W), received {shapes}"
-            )
-        return shapes
+        return [single_input("IResNetLayer", input_dims, ndim=(1, 3))]
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, exact_log_det={self.exact_log_det}"

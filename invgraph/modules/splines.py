@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..errors import InvGraphError
 from .base import LogDet, Shape, sum_except_batch
-from .coupling import CouplingBlock, SubnetConstructor, _subnets
+from .coupling import CouplingBlock, SubnetConstructor, subnet_constructor_or_error
 
 __all__ = ["ElementwiseRationalQuadraticSpline", "RationalQuadraticSpline"]
 
@@ -236,7 +236,7 @@ class RationalQuadraticSpline(_SplineCoupling):
         super().__init__(
             dims_in, dims_c, split_len, True, bins, bound, min_bin_sizes, min_derivative
         )
-        make = _subnets(type(self).__name__, subnet_constructor)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
         n = self.per_element
         self.subnet1 = make(self.split_len2 + self.condition_length, self.split_len1 * n)
         self.subnet2 = make(self.split_len1 + self.condition_length, self.split_len2 * n)
@@ -279,6 +279,8 @@ class ElementwiseRationalQuadraticSpline(_SplineCoupling):
         (True, True)
     """
 
+    _passive_may_be_empty = True  # by design: no passive half, parameters or conditions drive it
+
     def __init__(
         self,
         dims_in: Sequence[Shape],
@@ -292,7 +294,7 @@ class ElementwiseRationalQuadraticSpline(_SplineCoupling):
         super().__init__(dims_in, dims_c, 0, False, bins, bound, min_bin_sizes, min_derivative)
         outputs = self.split_len2 * self.per_element
         if self.dims_c:
-            make = _subnets(type(self).__name__, subnet_constructor)
+            make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
             self.subnet = make(self.condition_length, outputs)
         else:
             self.spline_parameters = nn.Parameter(torch.zeros(outputs, *self.dims_in[0][1:]))

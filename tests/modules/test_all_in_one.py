@@ -321,9 +321,16 @@ def test_errors_name_the_block_and_the_values(kwargs, message):
         AllInOneBlock([(2, 4, 4)], **options)
 
 
-@pytest.mark.parametrize("dims_in", [[(1,)], [(4,), (4,)], [()]])
-def test_rejects_anything_but_one_input_with_two_channels(dims_in):
-    with pytest.raises(InvGraphError, match=r"AllInOneBlock: expects one input \(C, \.\.\.\)"):
+@pytest.mark.parametrize(
+    ("dims_in", "match"),
+    [
+        ([(1,)], r"input shape \(1,\) has 1 channel; .* halves, here split_len=\(1, 0\)"),
+        ([(4,), (4,)], r"expects exactly 1 input of shape \(C, \.\.\.\), .*\[\(4,\), \(4,\)\]"),
+        ([()], r"expects exactly 1 input of shape \(C, \.\.\.\), received shapes \[\(\)\]"),
+    ],
+)
+def test_rejects_anything_but_one_input_with_two_channels(dims_in, match):
+    with pytest.raises(InvGraphError, match=rf"AllInOneBlock: {match}"):
         AllInOneBlock(dims_in, subnet_constructor=DenseSubnet)
 
 

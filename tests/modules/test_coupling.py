@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 import torch
@@ -12,10 +13,14 @@ from torch import nn
 import invgraph as ig
 from invgraph.modules import (
     AffineCouplingOneSided,
+    AllInOneBlock,
     ConditionalAffineTransform,
+    ElementwiseRationalQuadraticSpline,
     GINCouplingBlock,
     GLOWCouplingBlock,
+    HINTCouplingBlock,
     NICECouplingBlock,
+    RationalQuadraticSpline,
     RNVPCouplingBlock,
 )
 from invgraph.modules.clamping import atan_clamp, resolve_clamp, sigmoid_clamp, tanh_clamp
@@ -85,6 +90,57 @@ def test_errors():
         GLOWCouplingBlock([(4,)], subnet_constructor=DenseSubnet, split_len=7)
     with pytest.raises(ig.InvGraphError, match="unknown clamp activation 'SOFT'"):
         GLOWCouplingBlock([(4,)], subnet_constructor=DenseSubnet, clamp_activation="SOFT")
+
+
+# Every block that couples two halves of the channels (the spline and HINT couplings too).
+COUPLINGS = [*ALL, RationalQuadraticSpline, HINTCouplingBlock, AllInOneBlock]
+
+
+@pytest.mark.parametrize("block", COUPLINGS, ids=lambda b: b.__name__)
+@pytest.mark.parametrize(
+    ("shape", "advice"),
+    [((1,), "a single feature cannot be coupled"), ((1, 8, 8), r"HaarDownsampling .*\(4, 4, 4\)")],
+    ids=["vector", "image"],
+)
+def test_a_coupling_refuses_one_channel(block, shape, advice):
+    # Before, the blocks with split_len (0, 1) built a degenerate block: one half empty.
+    name, split = block.__name__, r"\(1, 0\)" if block is AllInOneBlock else r"\(0, 1\)"
+    match = rf"{name}: input shape {re.escape(str(shape))} has 1 channel; a coupling splits"
+    match += rf" the channels into two non-empty halves, here split_len={split}: .*{advice}"
+    with pytest.raises(ig.InvGraphError, match=match):
+        block([shape], subnet_constructor=nn.Linear)
+
+
+@pytest.mark.parametrize(
+    ("build", "halves"),
+    [
+        (lambda: AffineCouplingOneSided([(4,)], [(2,)], nn.Linear, split_len=0), r"\(0, 4"),
+        (lambda: AffineCouplingOneSided([(4,)], [(2,)], nn.Linear, split_len=4), r"\(4, 0"),
+        (lambda: GLOWCouplingBlock([(4,)], subnet_constructor=nn.Linear, split_len=0.1), r"\(0, 4"),
+        (lambda: RNVPCouplingBlock([(4,)], subnet_constructor=nn.Linear, split_len=1.0), r"\(4, 0"),
+    ],
+    ids=["one-sided-0", "one-sided-4", "glow-0.1", "rnvp-1.0"],
+)
+def test_a_split_that_leaves_a_half_empty_is_refused(build, halves):
+    match = rf"4 channels; .* non-empty halves, here split_len={halves}\): give split_len between"
+    with pytest.raises(ig.InvGraphError, match=match + r" 1 and 3 .*ConditionalAffineTransform"):
+        build()
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ConditionalAffineTransform([(1,)], [(2,)], DenseSubnet),
+        lambda: ConditionalAffineTransform([(1, 4, 4)], [(2,)], ConvSubnet),
+        lambda: ElementwiseRationalQuadraticSpline([(1,)]),
+        lambda: ElementwiseRationalQuadraticSpline([(1, 4, 4)], [(3,)], ConvSubnet),
+    ],
+    ids=["conditional-affine", "conditional-affine-image", "spline", "spline-image-cond"],
+)
+def test_blocks_driven_by_conditions_alone_take_one_channel(build):
+    block = build()  # the passive half is empty by design
+    assert (block.split_len1, block.split_len2) == (0, 1)
+    check_block(block, checks=["inverse", "log_det", "output_dims"]).assert_ok()
 
 
 def test_split_len_and_one_sided_identity():

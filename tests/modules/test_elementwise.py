@@ -1,7 +1,13 @@
 """Element-wise blocks: values, ActNorm's initialisation and state, FrEIA parity and defects."""
 
+import copy
+import io
 import math
+import pickle
+import threading
+import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -17,6 +23,7 @@ from invgraph.modules import (
     InvAutoActTwoSided,
     InvertibleSigmoid,
     LearnedElementwiseScaling,
+    elementwise,
 )
 from invgraph.testing import check_block
 
@@ -295,7 +302,8 @@ def test_actnorm_gives_no_nan_on_a_zero_spread(freia, make_x):
 def test_actnorm_runs_in_every_floating_dtype(dtype):
     # FrEIA defect 9 (fails in float64 and bfloat16) does not reproduce with FrEIA 0.2 here;
     # this pins down ours: parameters, outputs and log-det in the block's dtype, no NaN.
-    actnorm = ActNorm([(2, 8, 8)]).to(dtype)
+    # eps=0: exactly standardised (the default eps shrinks the variance by about 1e-6).
+    actnorm = ActNorm([(2, 8, 8)], eps=0.0).to(dtype)
     x = (3 + 2 * torch.randn(64, 2, 8, 8)).to(dtype)
     (z,), log_det = actnorm((x,))
     assert z.dtype == log_det.dtype == actnorm.scale.dtype == actnorm.bias.dtype == dtype
@@ -401,6 +409,115 @@ def test_actnorm_initialises_alike_on_every_rank(tmp_path):
     for key in expected:
         assert torch.equal(states[0][key], states[1][key])
         torch.testing.assert_close(states[0][key], expected[key])
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_actnorm_refuses_non_finite_initialisation_data(bad):
+    x = 2 + torch.randn(8, 3, 2, 2)
+    x[1, 2, 0, 1] = x[5, 0, 1, 1] = bad
+    actnorm = ActNorm([(3, 2, 2)])
+    match = r"ActNorm: .* batch of shape \(8, 3, 2, 2\) holding 2 non-finite value\(s\)"
+    with pytest.raises(InvGraphError, match=match):
+        actnorm((x,))
+    assert not actnorm.initialized and not actnorm.is_initialized  # nothing poisoned
+    assert torch.equal(actnorm.scale, torch.zeros_like(actnorm.scale))
+    with pytest.raises(InvGraphError, match=match):
+        actnorm.initialize(x)
+    with pytest.raises(InvGraphError, match=match):
+        ActNorm([(3, 2, 2)], init_data=x)
+    x[1, 2, 0, 1] = x[5, 0, 1, 1] = 2.0
+    (z,), log_det = actnorm((x,))  # a clean batch then initialises
+    assert actnorm.initialized and torch.isfinite(z).all() and torch.isfinite(log_det).all()
+
+
+def test_actnorm_refuses_statistics_that_overflow():
+    x = torch.tensor([[3e30], [-3e30]])  # finite, but the squared deviations overflow float32
+    with pytest.raises(InvGraphError, match=r"ActNorm: the statistics .* overflow in torch.float"):
+        ActNorm([(1,)])((x,))
+
+
+def test_actnorm_eps_bounds_the_scale_of_a_near_constant_channel():
+    # A spread of rounding noise: without eps the scale is 1 / 1e-7 and the next sample,
+    # 1 away from the mean, lands at 1e7.
+    x = 1 + 1e-7 * torch.randn(64, 2, dtype=torch.float64)
+    actnorm = ActNorm([(2,)]).double()
+    actnorm((x,))
+    std = x.std(0, unbiased=False)
+    torch.testing.assert_close(actnorm.scale.flatten(), -torch.log(std + 1e-6))
+    assert (actnorm.scale <= -math.log(1e-6)).all()  # e^s <= 1 / eps
+    (z,), _ = actnorm((torch.full((1, 2), 2.0, dtype=torch.float64),))
+    assert z.abs().max() <= 1e6
+    exact = ActNorm([(2,)], eps=0.0).double()
+    exact((x,))
+    torch.testing.assert_close(exact.scale.flatten(), -torch.log(std))
+
+
+@pytest.mark.parametrize("eps", [-1e-6, math.nan, math.inf])
+def test_actnorm_eps_must_be_finite_and_not_negative(eps):
+    with pytest.raises(InvGraphError, match=r"ActNorm: eps must be a finite number >= 0"):
+        ActNorm([(3,)], eps=eps)
+
+
+def test_actnorm_empty_first_batch_leaves_it_uninitialised():
+    actnorm = ActNorm([(3, 2, 2)])
+    (z,), log_det = actnorm((torch.empty(0, 3, 2, 2),))
+    assert z.shape == (0, 3, 2, 2) and log_det.shape == (0,)
+    assert not actnorm.initialized and not actnorm.is_initialized
+    assert torch.equal(actnorm.scale, torch.zeros_like(actnorm.scale))  # no NaN from 0 / 0
+    with pytest.raises(InvGraphError, match=r"ActNorm: cannot initialise from an empty batch"):
+        actnorm.initialize(torch.empty(0, 3, 2, 2))
+    (z,), _ = actnorm((5 + torch.randn(8, 3, 2, 2),))  # the next batch initialises
+    assert actnorm.initialized
+    assert_standardised(z)
+
+
+def test_actnorm_first_call_from_many_threads_initialises_once(monkeypatch):
+    x = 2 + 3 * torch.randn(32, 3, 4, 4)
+    reference = ActNorm([(3, 4, 4)])
+    (expected,), expected_log_det = reference((x,))
+    reductions = []
+
+    def slow_all_reduce(tensor):  # widens the window in which a second thread could enter
+        reductions.append(threading.get_ident())
+        time.sleep(0.02)
+        return tensor
+
+    monkeypatch.setattr(elementwise, "_all_reduce", slow_all_reduce)
+    actnorm, threads = ActNorm([(3, 4, 4)]), 8
+    barrier = threading.Barrier(threads)
+
+    def first_call(_):
+        barrier.wait()  # all threads make their first call together
+        return actnorm((x,))
+
+    with ThreadPoolExecutor(threads) as pool:
+        results = list(pool.map(first_call, range(threads)))
+    assert len(reductions) == 2  # the two reductions of one initialisation
+    for (z,), log_det in results:
+        assert torch.equal(z, expected) and torch.equal(log_det, expected_log_det)
+    assert torch.equal(actnorm.scale, reference.scale)
+    assert torch.equal(actnorm.bias, reference.bias)
+
+
+@pytest.mark.parametrize("initialised", [False, True])
+def test_actnorm_with_its_lock_pickles_saves_and_deep_copies(initialised):
+    actnorm = ActNorm([(3,)], eps=1e-4)
+    x = 1 + 2 * torch.randn(16, 3)
+    if initialised:
+        actnorm((x,))
+    buffer = io.BytesIO()
+    torch.save(actnorm, buffer)
+    buffer.seek(0)
+    copies = [
+        copy.deepcopy(actnorm),
+        pickle.loads(pickle.dumps(actnorm)),
+        torch.load(buffer, weights_only=False),
+    ]
+    for other in copies:
+        assert other._init_lock is not actnorm._init_lock  # each copy locks on its own
+        assert other.eps == 1e-4 and other.initialized == initialised
+        (z,), _ = other((x,))  # initialises the copy if it was not
+        torch.testing.assert_close(z, actnorm((x,))[0][0])
 
 
 # InvAutoAct, InvAutoActFixed, InvAutoActTwoSided

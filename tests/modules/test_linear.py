@@ -6,12 +6,15 @@ import torch
 import torch.nn.functional as F
 
 from invgraph.errors import InvGraphError
+from invgraph.modules import AllInOneBlock
 from invgraph.modules.linear import (
     Fixed1x1Conv,
     FixedLinearTransform,
     HouseholderPerm,
     InvertibleConv1x1,
     OrthogonalTransform,
+    householder_reflect,
+    random_orthogonal,
 )
 from invgraph.testing import check_block
 
@@ -169,9 +172,12 @@ def test_fixed_linear_rejects_bad_arguments(kwargs, match):
 
 
 def test_fixed_blocks_reject_wrong_inputs():
-    with pytest.raises(InvGraphError, match=r"FixedLinearTransform: expects one vector input"):
+    with pytest.raises(
+        InvGraphError,
+        match=r"FixedLinearTransform: expects exactly 1 input of shape \(d,\), .*\[\(3, 4, 4\)\]",
+    ):
         FixedLinearTransform([(3, 4, 4)], M=torch.eye(3))
-    with pytest.raises(InvGraphError, match=r"Fixed1x1Conv: expects one input \(C, ...\)"):
+    with pytest.raises(InvGraphError, match=r"Fixed1x1Conv: expects exactly 1 input of shape \(C,"):
         Fixed1x1Conv([(3, 4, 4), (3, 4, 4)], M=torch.eye(3))
 
 
@@ -435,5 +441,54 @@ def test_orthogonal_transform_stays_invertible_where_freia_drifts(freia, numpy_s
 
 
 def test_orthogonal_transform_rejects_images():
-    with pytest.raises(InvGraphError, match=r"OrthogonalTransform: expects one vector input"):
+    with pytest.raises(InvGraphError, match=r"OrthogonalTransform: .* of shape \(d,\), received"):
         OrthogonalTransform([(3, 4, 4)])
+
+
+# --- the shared helpers: one random orthogonal matrix, one Householder reflection ---------------
+
+
+def test_random_orthogonal_draws_what_the_blocks_always_drew():
+    """Seeded models depend on it: the same numbers, and the same draws left in the RNG."""
+    torch.manual_seed(3)
+    lapack, after = torch.linalg.qr(torch.randn(5, 5))[0], torch.randn(2)
+    torch.manual_seed(3)
+    assert torch.equal(random_orthogonal(5), lapack) and torch.equal(torch.randn(2), after)
+    torch.manual_seed(3)  # AllInOneBlock's rotation: Haar on SO(n), float64 on the CPU
+    q, r = torch.linalg.qr(torch.randn(5, 5, dtype=torch.float64))
+    q = q * torch.sign(r.diagonal())
+    q[:, 0] *= torch.linalg.det(q).sign()
+    torch.manual_seed(3)
+    rotation = random_orthogonal(5, haar=True, dtype=torch.float64, device="cpu")
+    assert torch.equal(rotation, q)
+    torch.testing.assert_close(torch.linalg.det(rotation), torch.tensor(1.0, dtype=torch.float64))
+
+
+def _all_in_one_rotation() -> torch.Tensor:
+    return AllInOneBlock([(4,)], subnet_constructor=torch.nn.Linear, permute_soft=True).w_perm
+
+
+@pytest.mark.parametrize(
+    ("matrix", "options"),
+    [
+        (lambda: InvertibleConv1x1([(4, 2, 2)], LU_decomposed=False).weight, {}),
+        (lambda: OrthogonalTransform([(4,)]).weights, {}),
+        (_all_in_one_rotation, {"haar": True, "dtype": torch.float64, "device": "cpu"}),
+    ],
+    ids=["conv-1x1", "orthogonal", "all-in-one"],
+)
+def test_the_blocks_draw_their_matrices_with_random_orthogonal(matrix, options):
+    torch.manual_seed(4)  # each block's first draw is its matrix
+    drawn = matrix()
+    torch.manual_seed(4)
+    assert torch.equal(drawn, random_orthogonal(4, **options).to(drawn.dtype))
+
+
+def test_householder_reflect_is_the_reflection_matrix_row_by_row():
+    x, v = torch.randn(3, 5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    h = torch.eye(5, dtype=torch.float64) - 2 * torch.outer(v, v) / v.dot(v)
+    torch.testing.assert_close(householder_reflect(x, v), x @ h)
+    per_row = torch.randn(3, 5, dtype=torch.float64)  # one vector per row (conditional mode)
+    expected = torch.stack([householder_reflect(x[i], per_row[i]) for i in range(3)])
+    torch.testing.assert_close(householder_reflect(x, per_row), expected)
+    torch.testing.assert_close(householder_reflect(householder_reflect(x, v), v), x)

@@ -52,7 +52,7 @@ def test_flatten_is_row_major(device, dtype):
 
 
 def test_flatten_needs_one_input():
-    with pytest.raises(InvGraphError, match=r"Flatten: expects exactly 1 input, received 2"):
+    with pytest.raises(InvGraphError, match=r"Flatten: expects exactly 1 input .*\(2, 3\), \(4,\)"):
         Flatten([(2, 3), (4,)])
 
 
@@ -169,14 +169,14 @@ def test_haar_does_not_modify_its_input_unlike_freia(freia):
     [
         (HaarDownsampling, [(3, 5, 4)], {}, r"height and width must be even, .*\(3, 5, 4\)"),
         (HaarDownsampling, [(3, 4, 5)], {}, r"height and width must be even"),
-        (HaarDownsampling, [(3, 4)], {}, r"expects an image shape \(C, H, W\), received \(3, 4\)"),
+        (HaarDownsampling, [(3, 4)], {}, r"input of shape \(C, H, W\), received shapes \[\(3, 4\)"),
         (HaarDownsampling, [(3, 4, 4)], {"rebalance": 0}, r"rebalance must be finite and nonzero"),
         (HaarDownsampling, [(3, 4, 4)], {"rebalance": math.inf}, r"rebalance must be finite"),
         (HaarUpsampling, [(6, 4, 4)], {}, r"HaarUpsampling: the channel count must be divisible"),
         (HaarUpsampling, [(4, 4, 4)], {"rebalance": 0.0}, r"HaarUpsampling: rebalance must be"),
         (IRevNetDownsampling, [(1, 2, 3)], {}, r"IRevNetDownsampling: height and width must be"),
         (IRevNetUpsampling, [(2, 2, 2)], {}, r"IRevNetUpsampling: the channel count"),
-        (IRevNetUpsampling, [(4, 2, 2), (4, 2, 2)], {}, r"expects exactly 1 input, received 2"),
+        (IRevNetUpsampling, [(4, 2, 2), (4, 2, 2)], {}, r"expects exactly 1 input of shape"),
     ],
 )
 def test_squeezes_reject_bad_shapes_and_hyperparameters(block, dims_in, kwargs, match):
