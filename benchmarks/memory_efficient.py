@@ -20,36 +20,26 @@ Run: ``python benchmarks/memory_efficient.py`` (a few minutes; ``--quick`` for a
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
 import torch
-from torch import nn
 
 import invgraph as ig
+from invgraph.subnets import ConvNet
 from invgraph.testing import saved_tensor_bytes
 
 BATCH = 16
-
-
-class ConvSubnet(nn.Sequential):
-    """3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv: Glow's coupling subnet, 64 channels."""
-
-    def __init__(self, c_in: int, c_out: int):
-        super().__init__(
-            nn.Conv2d(c_in, 64, 3, padding=1),
-            nn.ReLU(),
-            nn.Conv2d(64, 64, 1),
-            nn.ReLU(),
-            nn.Conv2d(64, c_out, 3, padding=1),
-        )
+SUBNET = functools.partial(ConvNet, hidden=64)
+"""3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv: Glow's coupling subnet, 64 channels."""
 
 
 def build(depth: int) -> ig.GraphINN:
     x = ig.InputNode(3, 32, 32, name="x")
     nodes: list[ig.AbstractNode] = [x, ig.Node(x, ig.HaarDownsampling, name="haar")]
     for k in range(depth):
-        nodes.append(ig.Node(nodes[-1], ig.GLOWCouplingBlock, {"subnet_constructor": ConvSubnet}))
+        nodes.append(ig.Node(nodes[-1], ig.GLOWCouplingBlock, {"subnet_constructor": SUBNET}))
         nodes.append(ig.Node(nodes[-1], ig.PermuteRandom, {"seed": k}))
     nodes.append(ig.OutputNode(nodes[-1], name="z"))
     inn = ig.GraphINN(nodes)

@@ -50,6 +50,7 @@ from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.distributions import FlowDensity
+from invgraph.subnets import MLP
 from invgraph.toy_data import ENTROPIES, log_density_2d, sample_2d
 
 from ._common import compact_png, markdown_table, parse_arguments, stopwatch
@@ -103,25 +104,10 @@ QUICK_RECIPES = {
 """The regression guard's budget: a few seconds per model."""
 
 
-class MLP(nn.Sequential):
-    """The subnetwork of every coupling: two hidden ReLU layers, the last layer zero, so
-    that every block starts as the identity."""
-
-    def __init__(self, channels_in: int, channels_out: int, width: int):
-        super().__init__(
-            nn.Linear(channels_in, width),
-            nn.ReLU(),
-            nn.Linear(width, width),
-            nn.ReLU(),
-            nn.Linear(width, channels_out),
-        )
-        nn.init.zeros_(self[-1].weight)
-        nn.init.zeros_(self[-1].bias)
-
-
 def build_flow(model: str, recipe: Recipe) -> FlowDensity:
     """The density of a flow of ``recipe.blocks`` blocks of kind ``model`` (see ``MODELS``)."""
-    subnet = functools.partial(MLP, width=recipe.width)
+    # every coupling's subnetwork: two hidden ReLU layers, the last layer zero (identity)
+    subnet = functools.partial(MLP, hidden=recipe.width)
     inn = ig.SequenceINN(2)
     for k in range(recipe.blocks):
         if model == "GLOW":

@@ -63,6 +63,7 @@ prints its run time.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -83,6 +84,7 @@ from invgraph.architectures import multiscale_flow
 from invgraph.dequantization import UniformDequantization
 from invgraph.distributions import FlowDensity
 from invgraph.mixture import LatentMixture
+from invgraph.subnets import MLP
 
 from ._common import markdown_table, parse_arguments, stopwatch
 
@@ -339,17 +341,8 @@ def random_affine(vectors: Tensor) -> Tensor:
 
 def build_classifier(budget: Budget) -> LatentMixture:
     """AllInOneBlocks on 64-D vectors and ten learned diagonal Gaussians in the latent space."""
-
-    def subnet(c_in: int, c_out: int) -> nn.Module:
-        net = nn.Sequential(
-            nn.Linear(c_in, budget.classifier_hidden),
-            nn.ReLU(),
-            nn.Linear(budget.classifier_hidden, c_out),
-        )
-        nn.init.zeros_(net[-1].weight)  # every block starts at the identity
-        nn.init.zeros_(net[-1].bias)
-        return net
-
+    # one hidden ReLU layer, the last layer zero: every block starts at the identity
+    subnet = functools.partial(MLP, hidden=budget.classifier_hidden, hidden_layers=1)
     inn = ig.SequenceINN(PIXELS)
     for _ in range(budget.classifier_blocks):
         inn.append(

@@ -41,6 +41,7 @@ time.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.losses import augmented_backward_loss, augmented_forward_loss, zero_padding
+from invgraph.subnets import MLP
 from invgraph.toy_data import (
     EIGHT_MODES_CENTRES,
     EIGHT_MODES_GROUPED,
@@ -106,18 +108,7 @@ class Weights:
 def build_inn(budget: Budget, seed: int) -> ig.SequenceINN:
     """Coupling blocks and random permutations on ``WIDTH`` dimensions, starting at the identity."""
 
-    def subnet(c_in: int, c_out: int) -> nn.Module:
-        net = nn.Sequential(
-            nn.Linear(c_in, budget.hidden),
-            nn.ReLU(),
-            nn.Linear(budget.hidden, budget.hidden),
-            nn.ReLU(),
-            nn.Linear(budget.hidden, c_out),
-        )
-        nn.init.zeros_(net[-1].weight)
-        nn.init.zeros_(net[-1].bias)
-        return net
-
+    subnet = functools.partial(MLP, hidden=budget.hidden)  # 2 hidden ReLU layers, last zero
     inn = ig.SequenceINN(WIDTH)
     for k in range(budget.blocks):
         inn.append(ig.GLOWCouplingBlock, subnet_constructor=subnet, clamp=2.0)

@@ -41,6 +41,7 @@ time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from dataclasses import dataclass
@@ -48,11 +49,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.mixture import LatentMixture
+from invgraph.subnets import MLP
 from invgraph.toy_data import GINArtificialData, gin_artificial
 
 from ._common import markdown_table, parse_arguments, stopwatch
@@ -101,14 +103,8 @@ class RunResult:
     seconds: float
 
 
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    """The authors' subnetworks: two hidden layers of 10, the last layer zero (identity)."""
-    net = nn.Sequential(
-        nn.Linear(c_in, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, c_out)
-    )
-    nn.init.zeros_(net[-1].weight)
-    nn.init.zeros_(net[-1].bias)
-    return net
+subnet = functools.partial(MLP, hidden=10)
+"""The authors' subnetworks: two hidden ReLU layers of 10, the last layer zero (identity)."""
 
 
 def build_model(block: type[ig.InvertibleModule], seed: int) -> LatentMixture:

@@ -36,8 +36,8 @@ core; ``--quick`` for the test suite's seconds-long version).
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +53,7 @@ from tqdm import tqdm
 import invgraph as ig
 from invgraph.distributions import FlowDensity
 from invgraph.losses import augmented_backward_loss, augmented_forward_loss, mmd
+from invgraph.subnets import MLP
 from invgraph.toy_data import (
     arm_end_point,
     arm_joints,
@@ -142,28 +143,13 @@ def posterior_errors(samples: Tensor, y_star: Tensor, truth: Tensor) -> tuple[fl
 # Models
 
 
-def subnet_constructor(width: int, hidden_layers: int = 2) -> Callable[[int, int], nn.Module]:
-    """A ``constructor(c_in, c_out)`` of ReLU networks with ``hidden_layers`` layers of
-    ``width`` units; the last layer starts at zero, so every coupling starts as the
-    identity."""
-
-    def build(c_in: int, c_out: int) -> nn.Module:
-        layers: list[nn.Module] = []
-        for k in range(hidden_layers):
-            layers += [nn.Linear(c_in if k == 0 else width, width), nn.ReLU()]
-        layers.append(nn.Linear(width, c_out))
-        nn.init.zeros_(layers[-1].weight)
-        nn.init.zeros_(layers[-1].bias)
-        return nn.Sequential(*layers)
-
-    return build
-
-
 def glow_inn(blocks: int, width: int) -> ig.SequenceINN:
-    """``blocks`` GLOW couplings on 4 features, each followed by a random permutation."""
+    """``blocks`` GLOW couplings on 4 features, each followed by a random permutation; the
+    subnetworks have two hidden ReLU layers of ``width`` units, the last layer zero."""
+    subnet = functools.partial(MLP, hidden=width)
     inn = ig.SequenceINN(4)
     for k in range(blocks):
-        inn.append(ig.GLOWCouplingBlock, subnet_constructor=subnet_constructor(width), clamp=2.0)
+        inn.append(ig.GLOWCouplingBlock, subnet_constructor=subnet, clamp=2.0)
         inn.append(ig.PermuteRandom, seed=k)
     return inn
 
@@ -174,7 +160,7 @@ class ConditionNet(nn.Module):
 
     def __init__(self, features: int = 32, width: int = 128):
         super().__init__()
-        self.net = subnet_constructor(width)(2, features)
+        self.net = MLP(2, features, hidden=width)
         self.net[-1].reset_parameters()  # PyTorch's default, not zero as in the couplings
 
     def forward(self, y: Tensor) -> Tensor:
@@ -187,9 +173,9 @@ def build_cinn(blocks: int, width: int, features: int = 32) -> FlowDensity:
     x, y = ig.InputNode(4, name="x"), ig.ConditionNode(2, name="y")
     args = {"features": features, "width": width}
     conditions = ig.FeedForwardNode(y, (features + 2,), ConditionNet, args, name="features")
-    nodes = [x]
+    nodes, subnet = [x], functools.partial(MLP, hidden=width)
     for k in range(blocks):
-        coupling = {"subnet_constructor": subnet_constructor(width), "clamp": 2.0}
+        coupling = {"subnet_constructor": subnet, "clamp": 2.0}
         nodes.append(
             ig.Node(nodes[-1], ig.GLOWCouplingBlock, coupling, conditions=conditions, name=f"c{k}")
         )

@@ -1,19 +1,25 @@
-"""The ``invgraph`` command line: invgraph/cli.py and invgraph/__main__.py."""
+"""The ``invgraph`` command line: invgraph/cli.py, its helpers (invgraph/_loading.py,
+invgraph/_output.py), invgraph/demo.py and invgraph/__main__.py."""
 
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 import torch
 
+import invgraph as ig
+from invgraph._loading import module_name_for
 from invgraph.cli import main
+from invgraph.demo import demo_flow, run_demo
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
 
@@ -105,6 +111,14 @@ USER_CODE = textwrap.dedent(
     def loose_nodes():
         x = ig.InputNode(4, name="x")
         return [x, ig.Node(x, ig.PermuteRandom, name="perm")]  # no output node
+
+
+    def exits():
+        raise SystemExit(3)
+
+
+    def interrupted():
+        raise KeyboardInterrupt
     '''
 )
 
@@ -151,8 +165,20 @@ def test_version(capsys):
 
 @pytest.mark.parametrize(
     "argv",
-    [["frobnicate"], ["draw", "mod:fn"], ["check"], ["demo", "--steps", "0"]],
-    ids=["unknown-command", "draw-without-output", "check-without-target", "zero-steps"],
+    [
+        ["frobnicate"],
+        ["draw", "mod:fn"],
+        ["check"],
+        ["demo", "--steps", "0"],
+        ["demo", "--seed", "-1"],
+    ],
+    ids=[
+        "unknown-command",
+        "draw-without-output",
+        "check-without-target",
+        "zero-steps",
+        "negative-seed",
+    ],
 )
 def test_usage_errors(capsys, argv):
     code, _, err = run(capsys, *argv)
@@ -185,13 +211,31 @@ def test_demo_writes_pictures_and_reports_the_nll(capsys, tmp_path, demo_depende
         assert str(out_dir / "graph.svg") in out
 
 
-def test_demo_without_dot_writes_the_dot_source(capsys, tmp_path, monkeypatch, demo_dependencies):
+def test_demo_without_dot_draws_the_graph_with_matplotlib(
+    capsys, tmp_path, monkeypatch, demo_dependencies
+):
     monkeypatch.setenv("PATH", str(tmp_path))  # no dot program on it
+    code, out, err = run(capsys, "demo", "--output", str(tmp_path), "--steps", "2")
+    assert code == 0, err
+    svg = (tmp_path / "graph.svg").read_text()
+    assert "<svg" in svg and "Graphviz" not in svg  # matplotlib's picture, not dot's
+    assert "drawn with matplotlib: Graphviz's dot is not installed" in out
+
+
+def test_demo_without_dot_or_matplotlib_figures_writes_the_dot_source(
+    capsys, tmp_path, monkeypatch, demo_dependencies
+):
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+    def no_matplotlib(*args, **kwargs):
+        raise ig.InvGraphError("picture() needs matplotlib")
+
+    monkeypatch.setattr("invgraph._output.picture", no_matplotlib)
     code, out, err = run(capsys, "demo", "--output", str(tmp_path), "--steps", "2")
     assert code == 0, err
     assert (tmp_path / "graph.dot").read_text().startswith("digraph")
     assert not (tmp_path / "graph.svg").exists()
-    assert "dot is not installed" in out
+    assert "the DOT source: Graphviz's dot is not installed" in out
 
 
 @pytest.mark.parametrize("missing", ["matplotlib.figure", "tqdm"])
@@ -307,12 +351,20 @@ ERRORS = {
         "{user} is a file, not a folder",
     ),
     "output-is-a-folder": (["draw", "{user}:nodes", "-o", "{dir}/folder.dot"], "cannot write"),
+    "not-a-python-file": (["summary", "{dir}/notes.txt:nodes"], "{dir}/notes.txt is not a Python"),
+    "exits": (["check", "{user}:exits"], "{user}:exits raised SystemExit: 3 (at {user}:"),
+    "exits-on-import": (
+        ["summary", "{dir}/script.py:make"],
+        "importing {dir}/script.py failed: SystemExit: 2 (at {dir}/script.py:2); it exits",
+    ),
 }
 
 
 @pytest.mark.parametrize("argv, message", ERRORS.values(), ids=ERRORS.keys())
 def test_user_errors_exit_2_with_one_line(capsys, user, argv, message):
     (user.parent / "bad.py").write_text("x = 1\nundefined_name\n")
+    (user.parent / "script.py").write_text("import sys\nsys.exit(2)\n")
+    (user.parent / "notes.txt").write_text(USER_CODE)
     (user.parent / "folder.dot").mkdir()
     fill = {"user": str(user), "dir": str(user.parent)}
     code, out, err = run(capsys, *(arg.format(**fill) for arg in argv))
@@ -324,14 +376,26 @@ def test_user_errors_exit_2_with_one_line(capsys, user, argv, message):
 
 
 @pytest.mark.parametrize("suffix", [".svg", ".pdf", ".png"])
-def test_draw_without_dot_says_so(capsys, user, tmp_path, monkeypatch, suffix):
+def test_draw_without_dot_draws_with_matplotlib(capsys, user, tmp_path, monkeypatch, suffix):
+    pytest.importorskip("matplotlib")
     monkeypatch.setenv("PATH", str(tmp_path))
-    code, _, err = run(capsys, "draw", f"{user}:nodes", "-o", str(tmp_path / f"net{suffix}"))
+    path = tmp_path / f"net{suffix}"
+    code, out, err = run(capsys, "draw", f"{user}:nodes", "-o", str(path))
+    assert code == 0, err
+    assert f"wrote {path} (drawn with matplotlib: Graphviz's dot is not installed" in out
+    magic = {".svg": b"<?xml", ".pdf": b"%PDF", ".png": b"\x89PNG"}[suffix]
+    assert path.read_bytes().startswith(magic)
+
+
+def test_draw_without_dot_or_matplotlib_says_so(capsys, user, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import raises ImportError
+    code, _, err = run(capsys, "draw", f"{user}:nodes", "-o", str(tmp_path / "net.svg"))
     assert code == 2
-    assert f"drawing to {suffix} needs Graphviz's dot program, which is not installed" in err
+    assert "needs Graphviz's dot program or matplotlib, and neither is installed" in err
     assert "net.dot" in err  # the way out
     assert "Traceback" not in err
-    assert not (tmp_path / f"net{suffix}").exists()
+    assert not (tmp_path / "net.svg").exists()
 
 
 def test_traceback_option_shows_the_cause(capsys, user):
@@ -345,3 +409,96 @@ def test_sys_path_is_restored(capsys, user):
     before = list(sys.path)
     run(capsys, "summary", f"{user}:nodes")
     assert sys.path == before
+
+
+def test_interrupted_exits_130_in_one_line(capsys, user):
+    code, out, err = run(capsys, "summary", f"{user}:interrupted")
+    assert code == 130
+    assert err == "invgraph summary: interrupted\n"
+    assert out == ""
+
+
+def test_a_read_only_output_folder_is_reported(capsys, user, tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)  # as for a non-root user
+    code, _, err = run(capsys, "draw", f"{user}:nodes", "-o", str(tmp_path / "out" / "net.dot"))
+    assert code == 2
+    assert f"cannot write to the folder {tmp_path / 'out'}: permission denied" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------- any file name
+ODD_NAMES = {
+    "space": "my flows.py",
+    "dots": "my.flows.py",
+    "dash-and-dots": "v1.2-model.py",
+    "leading-digit": "2flows.py",
+    "unicode": "flüsse λ-модель.py",
+    "keyword": "class.py",
+}
+
+
+def run_with_timeout(capsys, *argv: str, seconds: float = 120) -> tuple[int, str, str]:
+    """``run``, in a thread: a hang fails the test instead of blocking the suite."""
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(main(list(argv))), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"invgraph {' '.join(argv)} hangs"
+    out, err = capsys.readouterr()
+    return result[0], out, err
+
+
+@pytest.mark.parametrize("file_name", ODD_NAMES.values(), ids=ODD_NAMES.keys())
+def test_any_file_name_loads(capsys, tmp_path, file_name):
+    path = tmp_path / file_name
+    path.write_text(USER_CODE)
+    try:
+        code, out, err = run_with_timeout(capsys, "summary", f"{path}:nodes")
+        assert code == 0, err
+        names = [line.split()[0] for line in out.splitlines()[3:8]]
+        assert names == ["x", "glow", "middle", "perm", "z"]
+        assert re.search(r"^Total +\d+ +\d+$", out, re.MULTILINE)
+        # registered under an identifier, so that the file's classes pickle by reference
+        (name,) = [n for n, m in sys.modules.items() if getattr(m, "__file__", "") == str(path)]
+        assert name.isidentifier()
+    finally:
+        for name in [n for n, m in sys.modules.items() if getattr(m, "__file__", "") == str(path)]:
+            del sys.modules[name]
+
+
+def test_generated_module_names_are_unique_identifiers(tmp_path):
+    path = tmp_path / "v1.2 my-flow.py"
+    first = module_name_for(path)
+    assert first == "_invgraph_user_v1_2_my_flow_1" and first.isidentifier()
+    sys.modules[first] = sys  # taken: the next name differs
+    try:
+        assert module_name_for(path) == "_invgraph_user_v1_2_my_flow_2"
+    finally:
+        del sys.modules[first]
+    assert module_name_for(tmp_path / "flows.py") == "flows"  # a free identifier stays
+    assert module_name_for(tmp_path / "json.py").startswith("_invgraph_user_json_")  # taken
+
+
+# ---------------------------------------------------------------------- invgraph.demo
+def test_the_documented_target_draws(capsys, tmp_path):
+    target = tmp_path / "flow.dot"
+    code, out, _ = run(capsys, "draw", "invgraph.demo:demo_flow", "-o", str(target))
+    assert code == 0
+    assert out == f"wrote {target}\n"
+    assert "coupling7" in target.read_text()
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"seed": -1}, {"steps": 2.5}])
+def test_run_demo_refuses_bad_arguments(kwargs, tmp_path):
+    with pytest.raises(ig.InvGraphError, match="the demo's"):
+        run_demo(tmp_path, **kwargs)
+    assert not any(tmp_path.iterdir())
+
+
+def test_demo_flow_starts_as_a_permutation():
+    """Its couplings' subnetworks (invgraph.subnets.MLP) start at zero."""
+    flow = demo_flow(blocks=3)
+    x = torch.randn(7, 2)
+    z, log_det = flow(x)
+    assert torch.equal(log_det, torch.zeros(7))
+    assert torch.equal(z.sort(dim=1).values, x.sort(dim=1).values)

@@ -41,6 +41,7 @@ from tqdm import tqdm
 import invgraph as ig
 from invgraph.distributions import FlowDensity
 from invgraph.losses import mmd
+from invgraph.subnets import MLP
 from invgraph.toy_data import (
     arm_end_point,
     arm_joints,
@@ -70,20 +71,11 @@ class ConditionNet(nn.Module):
         return self.net(y)
 
 
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    layers = nn.Sequential(
-        nn.Linear(c_in, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, c_out)
-    )
-    nn.init.zeros_(layers[-1].weight)  # every block starts as the identity
-    nn.init.zeros_(layers[-1].bias)
-    return layers
-
-
 x_node, y_node = ig.InputNode(4, name="x"), ig.ConditionNode(2, name="y")
 features = ig.FeedForwardNode(y_node, (32,), ConditionNet, {"features": 32}, name="features")
 blocks = [x_node]
 for k in range(8):
-    args = {"subnet_constructor": subnet, "clamp": 1.5}
+    args = {"subnet_constructor": MLP, "clamp": 1.5}
     blocks.append(
         ig.Node(blocks[-1], ig.GLOWCouplingBlock, args, conditions=features, name=f"c{k}")
     )

@@ -31,6 +31,7 @@ negative log-likelihood next to the entropy of the data.
 
 # %%
 import argparse
+import functools
 import os
 
 import numpy as np
@@ -41,6 +42,7 @@ from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.distributions import FlowDensity
+from invgraph.subnets import MLP
 from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
 
 parser = argparse.ArgumentParser()
@@ -69,10 +71,7 @@ torch.set_num_threads(1)  # one thread per process: the processes share the core
 
 
 # %%
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(c_in, 64), nn.ReLU(), nn.Linear(64, c_out))
-
-
+subnet = functools.partial(MLP, hidden=64, hidden_layers=1)  # its last layer starts at zero
 torch.manual_seed(0)
 inn = ig.SequenceINN(2, memory_efficient=True)
 inn.append(ig.ActNorm)

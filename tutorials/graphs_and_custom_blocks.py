@@ -23,10 +23,10 @@ import math
 
 import numpy as np
 import torch
-from torch import nn
 
 import invgraph as ig
 from invgraph.modules import InvertibleModule
+from invgraph.subnets import MLP
 from invgraph.testing import check_block
 from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
 
@@ -42,16 +42,8 @@ class AffineCoupling(InvertibleModule):
         (n,) = self.dims_in[0]
         self.n1, self.n2 = n // 2, n - n // 2
         n_cond = sum(math.prod(shape) for shape in self.dims_c)
-        self.subnet = nn.Sequential(
-            nn.Linear(self.n1 + n_cond, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, 2 * self.n2),
-        )
-        # Start at the identity: the last layer outputs zeros.
-        nn.init.zeros_(self.subnet[-1].weight)
-        nn.init.zeros_(self.subnet[-1].bias)
+        # Start at the identity: MLP's last layer starts at zero, so s = t = 0.
+        self.subnet = MLP(self.n1 + n_cond, 2 * self.n2, hidden=hidden)
 
     def forward(self, x_or_z, c=(), rev=False, jac=True):
         x1, x2 = x_or_z[0].split([self.n1, self.n2], dim=1)

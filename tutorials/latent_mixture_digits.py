@@ -24,6 +24,7 @@ SVC on the same split.
 # this lifts the test accuracy by about two points.
 
 # %%
+import functools
 import time
 
 import matplotlib
@@ -39,6 +40,7 @@ from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.mixture import LatentMixture
+from invgraph.subnets import MLP
 
 torch.manual_seed(0)
 np.random.seed(0)
@@ -80,13 +82,8 @@ def random_affine(x: torch.Tensor) -> torch.Tensor:
 N_BLOCKS, HIDDEN, BETA, NOISE, STEPS = 4, 128, 20.0, 0.15, 2400
 
 
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    net = nn.Sequential(nn.Linear(c_in, HIDDEN), nn.ReLU(), nn.Linear(HIDDEN, c_out))
-    nn.init.zeros_(net[-1].weight)  # every block starts at the identity
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
+# one hidden ReLU layer; the last layer starts at zero, so every block starts at the identity
+subnet = functools.partial(MLP, hidden=HIDDEN, hidden_layers=1)
 inn = ig.SequenceINN(64)
 for _ in range(N_BLOCKS):
     inn.append(ig.AllInOneBlock, subnet_constructor=subnet, affine_clamping=1.0, permute_soft=True)

@@ -23,31 +23,28 @@ gradient agreement and the test bits/dim.
 # with small CNN subnets alternate with channel permutations. The switch is one argument.
 
 # %%
+import functools
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from torch import nn
 from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.dequantization import UniformDequantization
 from invgraph.distributions import FlowDensity
+from invgraph.subnets import ConvNet
 from invgraph.testing import saved_tensor_bytes
 
 torch.manual_seed(0)
 torch.set_num_threads(1)  # small convolutions: one thread is as fast, and robust on a busy CPU
 
 
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    net = nn.Sequential(
-        nn.Conv2d(c_in, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, c_out, 3, padding=1)
-    )
-    nn.init.zeros_(net[-1].weight)  # each coupling starts as the identity
-    nn.init.zeros_(net[-1].bias)
-    return net
+# conv 3x3, ReLU, conv 3x3 with 32 channels; the last layer starts at zero, so each
+# coupling starts as the identity
+subnet = functools.partial(ConvNet, hidden=32, hidden_layers=1)
 
 
 def build(depth: int, memory_efficient: bool) -> ig.SequenceINN:

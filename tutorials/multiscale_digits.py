@@ -30,6 +30,7 @@ per level.
 # converts the density on `[0, 1)^D` into probabilities of the 17 levels per pixel).
 
 # %%
+import functools
 import math
 import time
 
@@ -43,6 +44,7 @@ from tqdm import tqdm
 import invgraph as ig
 from invgraph.architectures import multiscale_flow
 from invgraph.distributions import FlowDensity
+from invgraph.subnets import ConvNet
 
 torch.manual_seed(0)
 rng = np.random.default_rng(0)
@@ -81,20 +83,9 @@ def inverse_logit(y: torch.Tensor) -> torch.Tensor:
 
 
 # %%
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    """A small CNN; its last layer starts at zero, so each coupling starts as the identity."""
-    net = nn.Sequential(
-        nn.Conv2d(c_in, 48, 3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(48, 48, 1),
-        nn.ReLU(),
-        nn.Conv2d(48, c_out, 3, padding=1),
-    )
-    nn.init.zeros_(net[-1].weight)
-    nn.init.zeros_(net[-1].bias)
-    return net
-
-
+# Glow's subnetwork: conv 3x3, ReLU, conv 1x1, ReLU, conv 3x3 with 48 hidden channels; its
+# last layer starts at zero, so each coupling starts as the identity.
+subnet = functools.partial(ConvNet, hidden=48)
 nodes = multiscale_flow((1, 8, 8), 2, 4, subnet)
 inn = ig.GraphINN(nodes)
 density = FlowDensity(inn)

@@ -21,11 +21,11 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
 import invgraph as ig
 from invgraph.distributions import FlowDensity
+from invgraph.subnets import MLP
 from invgraph.toy_data import TWO_MOONS_ENTROPY, two_moons
 
 # A model this small runs as fast on one thread, and a single thread is not slowed down
@@ -39,25 +39,21 @@ rng = np.random.default_rng(0)
 # ## 2. The model
 #
 # Six rational-quadratic spline couplings, each followed by a random permutation. A
-# coupling asks a subnetwork for its parameters: we pass a module-level function (not a
-# lambda), so the model can be saved with `torch.save`. Splines act on `[-4, 4]` and
-# are the identity outside. `FlowDensity` adds a standard normal on the output.
-
+# coupling asks a subnetwork for its parameters, building it with
+# `subnet_constructor(c_in, c_out)`: here `invgraph.subnets.MLP`, two hidden ReLU layers of
+# 64 units whose last layer starts at zero, so that every spline starts as the identity.
+# `functools.partial(MLP, hidden=128)` would set other widths; a partial of a class pickles
+# (a lambda does not), so the model can be saved with `torch.save`. Splines act on
+# `[-4, 4]` and are the identity outside. `FlowDensity` adds a standard normal on the output.
 
 # %%
-def subnet(c_in: int, c_out: int) -> nn.Module:
-    return nn.Sequential(
-        nn.Linear(c_in, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, c_out)
-    )
-
-
 nodes = [ig.InputNode(2, name="x")]
 for k in range(6):
     nodes.append(
         ig.Node(
             nodes[-1],
             ig.RationalQuadraticSpline,
-            {"subnet_constructor": subnet, "bins": 8, "bound": 4.0},
+            {"subnet_constructor": MLP, "bins": 8, "bound": 4.0},
             name=f"spline{k}",
         )
     )
