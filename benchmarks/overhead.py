@@ -5,6 +5,7 @@ thread. Three runners share the very same module objects (and so the same weight
 
 * ``bare``: a Python loop ``for m in modules: (x,), j = m((x,), jac=True); ld = ld + j``;
 * ``invgraph``: :class:`invgraph.GraphINN` over nodes holding those modules;
+* ``sequence``: :class:`invgraph.SequenceINN` with those modules appended (the same engine);
 * ``freia``: FrEIA 0.2's ``GraphINN`` (when ``freia`` is installed: ``pip install freia==0.2``).
 
 For each we time the forward pass, the inverse pass and a training step (forward,
@@ -57,6 +58,13 @@ def build_invgraph(modules: list[nn.Module]) -> ig.GraphINN:
         nodes.append(node)
     nodes.append(ig.OutputNode(node, name="z"))
     return ig.GraphINN(nodes)
+
+
+def build_sequence(modules: list[nn.Module]) -> ig.SequenceINN:
+    inn = ig.SequenceINN(DIMS)
+    for module in modules:
+        inn.append(module)
+    return inn
 
 
 def build_freia():
@@ -137,7 +145,7 @@ def main() -> None:
     else:
         modules = [block(((DIMS,),), **kw) for block, kw in block_specs()]
     inn = build_invgraph(modules)
-    runners = {"bare": bare_runner(modules), "invgraph": inn}
+    runners = {"bare": bare_runner(modules), "invgraph": inn, "sequence": build_sequence(modules)}
     if freia is not None:
         runners["freia"] = freia
 

@@ -3,22 +3,38 @@
 Declare nodes in a DAG, and :class:`GraphINN` turns them into one reversible module that
 runs forward (data -> latents) and inverse (latents -> data) with exact log-Jacobian
 determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
-``invgraph.modules`` the blocks; every public name of both is also here at top level.
+``invgraph.modules`` the blocks; every public name of both is also here at top level, with
+the names a user reaches for next: :class:`FlowDensity`, :class:`LatentMixture`,
+:func:`multiscale_flow`, the subnetworks :class:`MLP` and :class:`ConvNet`,
+:func:`check_block`, :func:`draw`, :func:`picture` and :func:`summary`.
 """
 
-from . import architectures, dequantization, distributions, losses, mixture, toy_data, utils
-from .drawing import draw, summary
+from . import (
+    architectures,
+    dequantization,
+    distributions,
+    losses,
+    mixture,
+    subnets,
+    toy_data,
+    utils,
+)
+from .architectures import multiscale_flow
+from .distributions import FlowDensity
+from .drawing import draw, picture, summary
 from .errors import InvGraphError
 from .framework import (
     ConditionNode,
     FeedForwardNode,
     GraphINN,
     InputNode,
+    InvertibleNetwork,
     Node,
     OutputNode,
     SequenceINN,
     collect_nodes,
 )
+from .mixture import LatentMixture
 from .modules import (
     ActNorm,
     AffineCouplingOneSided,
@@ -56,22 +72,27 @@ from .modules import (
     RNVPCouplingBlock,
     Split,
 )
+from .subnets import MLP, ConvNet
+from .testing import check_block
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MLP",
     "ActNorm",
     "AffineCouplingOneSided",
     "AllInOneBlock",
     "Concat",
     "ConditionNode",
     "ConditionalAffineTransform",
+    "ConvNet",
     "CouplingBlock",
     "ElementwiseRationalQuadraticSpline",
     "FeedForwardNode",
     "Fixed1x1Conv",
     "FixedLinearTransform",
     "Flatten",
+    "FlowDensity",
     "GINCouplingBlock",
     "GLOWCouplingBlock",
     "GaussianMixtureModel",
@@ -91,7 +112,9 @@ __all__ = [
     "Inverse",
     "InvertibleConv1x1",
     "InvertibleModule",
+    "InvertibleNetwork",
     "InvertibleSigmoid",
+    "LatentMixture",
     "LearnedElementwiseScaling",
     "NICECouplingBlock",
     "Node",
@@ -104,12 +127,16 @@ __all__ = [
     "SequenceINN",
     "Split",
     "architectures",
+    "check_block",
     "collect_nodes",
     "dequantization",
     "distributions",
     "draw",
     "losses",
     "mixture",
+    "multiscale_flow",
+    "picture",
+    "subnets",
     "summary",
     "toy_data",
     "utils",

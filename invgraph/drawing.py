@@ -6,40 +6,51 @@
 program). :func:`summary` lists every node with its shapes and parameter counts and, given
 a sample batch, the statistics of each block's log-determinant.
 
-Split-off latents. Each port has a *depth*: the number of blocks (:class:`Node` objects)
-on the longest data path from an input to it; conditions do not count. The *final* outputs are
-the output nodes of greatest depth; every other output node is a *split-off latent* that
-leaves the network at its depth, as the early latents of a multiscale network do.
+Split-off latents (see :func:`~invgraph.framework.analysis.split_latents`, also importable
+from here) are drawn and listed with the depth at which they leave the network.
+
+This module only draws: what it shows of a graph (its nodes, latents, plan) comes from
+:mod:`invgraph.framework`, which imports it only to offer ``network.draw()`` and
+``network.summary()``.
 """
 
 from __future__ import annotations
 
 import html
+import io
 import os
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union
 
 import graphviz
+import networkx as nx
 import torch
 from torch import Tensor, nn
 
-from .errors import InvGraphError
-from .framework.graph_inn import GraphINN, batch_log_det, collect_nodes
+from ._text import align_columns
+from .errors import InvGraphError, add_note
+from .framework.analysis import nodes_of, split_latents
+from .framework.execution import Call, as_tensors, batch_log_det, check_call, run_standard
 from .framework.nodes import (
     AbstractNode,
     ConditionNode,
     FeedForwardNode,
     InputNode,
-    Node,
     OutputNode,
 )
-from .framework.sequence_inn import SequenceINN
+from .framework.plan import plan_graph
 from .modules.base import Shape
 
-__all__ = ["Summary", "SummaryRow", "draw", "plot_graph", "split_latents", "summary"]
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-Drawable = GraphINN | SequenceINN | AbstractNode | Iterable[AbstractNode]
+    from .framework.network import InvertibleNetwork
+
+__all__ = ["Summary", "SummaryRow", "draw", "picture", "plot_graph", "split_latents", "summary"]
+
+Drawable = Union["InvertibleNetwork", AbstractNode, Iterable[AbstractNode]]
 """What :func:`draw` and :func:`summary` accept: a network, a node, or nodes of a graph."""
 
 _NODE_STYLES: dict[str, dict[str, str]] = {
@@ -51,72 +62,7 @@ _NODE_STYLES: dict[str, dict[str, str]] = {
     "block": {"shape": "box", "style": "rounded,filled", "fillcolor": "#ffffff"},
 }
 _CONDITION_EDGE = {"style": "dashed", "color": "#7b4fa0", "fontcolor": "#7b4fa0"}
-
-
-# ---------------------------------------------------------------------- the graph's nodes
-def _nodes(graph: Drawable) -> list[AbstractNode]:
-    """All nodes of ``graph`` in forward topological order.
-
-    Creation order is topological (a node's inputs and conditions exist before it), which
-    is also the order of :attr:`GraphINN.node_list`.
-    """
-    if isinstance(graph, GraphINN):
-        return list(graph.node_list)
-    if isinstance(graph, SequenceINN):
-        return _sequence_nodes(graph)
-    given = [graph] if isinstance(graph, AbstractNode) else list(graph)
-    strangers = [item for item in given if not isinstance(item, AbstractNode)]
-    if strangers or not given:
-        raise InvGraphError(
-            f"draw/summary: expected a GraphINN, a SequenceINN or nodes, got "
-            f"{type(graph).__name__}" + (f" containing {strangers[0]!r}" if strangers else "")
-        )
-    return collect_nodes(*given)
-
-
-def _sequence_nodes(inn: SequenceINN) -> list[AbstractNode]:
-    """A SequenceINN as nodes over the same blocks: ``x``, ``c<k>``, ``0``, ``1``, ..., ``z``."""
-    x = InputNode(*inn.shapes[0], name="x")
-    used = sorted({k for k in inn.conditions if k is not None})
-    conditions = {k: ConditionNode(*inn.dims_c[k], name=f"c{k}") for k in used}
-    previous: AbstractNode = x
-    for k, (module, cond) in enumerate(zip(inn.module_list, inn.conditions)):
-        previous = Node(previous, module, conditions=conditions.get(cond), name=str(k))
-    OutputNode(previous, name="z")
-    return collect_nodes(x)
-
-
-def split_latents(graph: Drawable) -> dict[OutputNode, int]:
-    """The split-off latents of ``graph`` and the depth at which each leaves the network.
-
-    The depth of a port is the number of blocks on the longest data path from an input to
-    it. Output nodes of the greatest depth are the final outputs; the others are returned.
-
-    Arguments:
-        graph: A GraphINN, a SequenceINN (no latents) or nodes of a graph.
-
-    Example:
-        >>> import invgraph as ig
-        >>> x = ig.InputNode(4, 8, 8, name="x")
-        >>> haar = ig.Node(x, ig.HaarDownsampling, name="haar")
-        >>> split = ig.Node(haar, ig.Split, {"section_sizes": [4, 12]}, name="split")
-        >>> z1 = ig.OutputNode(split.out0, name="z1")
-        >>> flat = ig.Node(split.out1, ig.Flatten, name="flat")
-        >>> z2 = ig.OutputNode(flat, name="z2")
-        >>> {node.name: depth for node, depth in split_latents([z1, z2]).items()}
-        {'z1': 2}
-    """
-    return _split_latents(_nodes(graph))
-
-
-def _split_latents(nodes: list[AbstractNode]) -> dict[OutputNode, int]:
-    depth: dict[AbstractNode, int] = {}
-    for node in nodes:  # topological order: sources first
-        reached = max((depth[source] for source, _ in node.inputs), default=0)
-        depth[node] = reached + isinstance(node, Node)
-    outputs = {node: depth[node] for node in nodes if isinstance(node, OutputNode)}
-    final = max(outputs.values(), default=0)
-    return {node: d for node, d in outputs.items() if d < final}
+_FILL = {kind: style["fillcolor"] for kind, style in _NODE_STYLES.items()}
 
 
 def _kind(node: AbstractNode, latents: dict[OutputNode, int]) -> str:
@@ -184,10 +130,10 @@ def draw(graph: Drawable, reverse: bool = False, show_shapes: bool = True) -> gr
         >>> "n1 -> n0" in draw(z, reverse=True).source  # inverse: haar reconstructs x
         True
     """
-    nodes = _nodes(graph)
-    latents = _split_latents(nodes)
+    nodes = nodes_of(graph, "draw")
+    latents = split_latents(nodes)
     ids = {node: f"n{k}" for k, node in enumerate(nodes)}
-    dot = graphviz.Digraph(
+    dot = _Drawing(
         name="inverse" if reverse else "forward",
         graph_attr={
             "label": "inverse pass" if reverse else "forward pass",
@@ -199,40 +145,157 @@ def draw(graph: Drawable, reverse: bool = False, show_shapes: bool = True) -> gr
     )
     for node in reversed(nodes) if reverse else nodes:
         kind = _kind(node, latents)
-        dot.node(ids[node], label=_label(node, kind, latents, reverse), **_NODE_STYLES[kind])
-
-    def label(shape: Sequence[int]) -> dict[str, str]:
-        return {"label": _shape(shape)} if show_shapes else {}
-
-    for node in nodes:
-        for source, index in node.inputs:
-            tail, head = (node, source) if reverse else (source, node)
-            dot.edge(ids[tail], ids[head], **label(source.output_dims[index]))
-        for source, index in node.conditions:
-            origin = source
-            if reverse and not isinstance(source, (ConditionNode, FeedForwardNode)):
-                # The inverse reconstructs a data port in the node that consumes it.
-                consumer = source.outputs[index]
-                origin = consumer[0] if consumer is not None else source
-            dot.edge(ids[origin], ids[node], **label(source.output_dims[index]), **_CONDITION_EDGE)
+        name, *rest = _label_lines(node, kind, latents, reverse)
+        label = "<" + "<BR/>".join([f"<B>{html.escape(name)}</B>", *map(html.escape, rest)]) + ">"
+        dot.node(ids[node], label=label, **_NODE_STYLES[kind])
+    for tail, head, shape, condition in _edges(nodes, reverse):
+        attributes = {"label": _shape(shape)} if show_shapes else {}
+        dot.edge(ids[tail], ids[head], **attributes, **(_CONDITION_EDGE if condition else {}))
+    dot.nodes_drawn, dot.reverse = nodes, reverse
     return dot
 
 
-def _label(node: AbstractNode, kind: str, latents: dict[OutputNode, int], reverse: bool) -> str:
-    """An HTML-like label: the name (escaped for DOT), the block, parameters or shape."""
-    lines = [f"<B>{html.escape(str(node.name))}</B>"]
+class _Drawing(graphviz.Digraph):
+    """A :class:`graphviz.Digraph` that Jupyter shows as :func:`picture` where Graphviz's
+    ``dot`` is missing (instead of an error), so that a plain ``pip install`` sees graphs."""
+
+    nodes_drawn: list[AbstractNode] | None = None
+    reverse = False
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> Any:
+        try:
+            return super()._repr_mimebundle_(include, exclude, **kwargs)
+        except graphviz.ExecutableNotFound:
+            if self.nodes_drawn is None:
+                raise
+            svg = io.StringIO()
+            picture(self.nodes_drawn, self.reverse).savefig(svg, format="svg")
+            return {"image/svg+xml": svg.getvalue()}
+
+
+Edge = tuple[AbstractNode, AbstractNode, Shape, bool]
+"""A drawn tensor: ``(tail, head, shape, is_condition)``."""
+
+
+def _edges(nodes: list[AbstractNode], reverse: bool) -> list[Edge]:
+    """Every tensor of the graph as an edge, in the direction drawn.
+
+    In the inverse pass data edges run backwards, and a condition read from a data port
+    comes from the node whose inverse reconstructs that port (the port's consumer).
+    """
+    edges = []
+    for node in nodes:
+        for source, index in node.inputs:
+            tail, head = (node, source) if reverse else (source, node)
+            edges.append((tail, head, tuple(source.output_dims[index]), False))
+        for source, index in node.conditions:
+            origin = source
+            if reverse and not isinstance(source, (ConditionNode, FeedForwardNode)):
+                consumer = source.outputs[index]
+                origin = consumer[0] if consumer is not None else source
+            edges.append((origin, node, tuple(source.output_dims[index]), True))
+    return edges
+
+
+def _label_lines(
+    node: AbstractNode, kind: str, latents: dict[OutputNode, int], reverse: bool
+) -> list[str]:
+    """A node's label, line by line: its name, its block, its parameters or shape."""
+    lines = [str(node.name)]
     if node.module is None:
         shapes = node.input_dims if isinstance(node, OutputNode) else node.output_dims
         lines.append(f"{_block_name(node)} {_shape(shapes[0])}")
         if kind == "latent":
             lines.append(f"latent, leaves at depth {latents[node]}")
-        return "<" + "<BR/>".join(lines) + ">"
-    block = html.escape(_block_name(node))
+        return lines
+    block = _block_name(node)
     lines.append(f"{block} (inverse)" if reverse and kind == "block" else block)
     parameters, trainable = _count(node.module)
     frozen = f" ({trainable:,} trainable)" if trainable != parameters else ""
     lines.append(f"{parameters:,} params{frozen}")
-    return "<" + "<BR/>".join(lines) + ">"
+    return lines
+
+
+def picture(graph: Drawable, reverse: bool = False, show_shapes: bool = True) -> Figure:
+    """Draw a network with matplotlib alone: for machines without Graphviz's ``dot``.
+
+    The same boxes, colours and arrows as :func:`draw`, laid out in topological layers
+    (each node one layer below the last node it reads from, found with networkx), top to
+    bottom in the direction drawn. :func:`draw`'s layout is tidier; this one needs no
+    program outside Python, only matplotlib (``pip install "invgraph[tutorials]"``).
+
+    Arguments:
+        graph: A network, or nodes of a graph, as for :func:`draw`.
+        reverse: Draw the inverse pass.
+        show_shapes: Label the edges with the tensors' shapes.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` (not registered with pyplot); save it with
+        ``picture(inn).savefig("net.png")`` (or ``.svg``, ``.pdf``).
+
+    Example:
+        >>> import invgraph as ig
+        >>> x = ig.InputNode(4, 8, 8, name="x")
+        >>> haar = ig.Node(x, ig.HaarDownsampling, name="haar")
+        >>> figure = picture([ig.OutputNode(haar, name="z")])
+        >>> [t.get_text() for t in figure.axes[0].texts if t.get_text()]
+        ... # doctest: +NORMALIZE_WHITESPACE
+        ['x\\nInputNode (4, 8, 8)', 'haar\\nHaarDownsampling\\n0 params',
+         'z\\nOutputNode (16, 4, 4)', '(4, 8, 8)', '(16, 4, 4)']
+    """
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise InvGraphError(
+            'picture() needs matplotlib: pip install "invgraph[tutorials]", or use draw() '
+            "with Graphviz"
+        ) from error
+    nodes = nodes_of(graph, "picture")
+    latents = split_latents(nodes)
+    edges = _edges(nodes, reverse)
+    position = _layered_layout(nodes, edges)
+    width = max(x for x, _ in position.values()) + 1
+    depth = max(-y for _, y in position.values()) + 1
+    figure = Figure(figsize=(max(3.0, 2.4 * width), max(2.0, 1.1 * depth)), layout="tight")
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    axes.set_title("inverse pass" if reverse else "forward pass", fontsize=9)
+    boxes = {}  # drawn first: each arrow is clipped at the boxes it joins
+    for node in nodes:
+        kind = _kind(node, latents)
+        box = {"boxstyle": "round" if kind == "block" else "square", "fc": _FILL[kind]}
+        text = "\n".join(_label_lines(node, kind, latents, reverse))
+        label = axes.text(*position[node], text, ha="center", va="center", fontsize=7, bbox=box)
+        boxes[node] = label.get_bbox_patch()
+    for tail, head, shape, condition in edges:
+        color = _CONDITION_EDGE["color"] if condition else "#333333"
+        arrow = {"arrowstyle": "-|>", "color": color, "ls": "--" if condition else "-"}
+        arrow |= {"patchA": boxes[tail], "patchB": boxes[head], "shrinkA": 2, "shrinkB": 2}
+        axes.annotate("", position[head], position[tail], arrowprops=arrow, zorder=4)
+        if show_shapes:
+            (x0, y0), (x1, y1) = position[tail], position[head]
+            middle = ((x0 + x1) / 2, (y0 + y1) / 2)
+            axes.text(*middle, _shape(shape), fontsize=6, color=color, ha="center", va="center")
+    axes.set_xlim(-0.7, width - 0.3)
+    axes.set_ylim(-depth + 0.5, 0.5)
+    return figure
+
+
+def _layered_layout(
+    nodes: list[AbstractNode], edges: list[Edge]
+) -> dict[AbstractNode, tuple[float, float]]:
+    """``(x, y)`` per node: ``y`` minus its topological layer, ``x`` its place in the layer."""
+    graph = nx.DiGraph()
+    graph.add_nodes_from(nodes)
+    graph.add_edges_from((tail, head) for tail, head, _, _ in edges)
+    order = {node: k for k, node in enumerate(nodes)}
+    layers = [sorted(layer, key=order.__getitem__) for layer in nx.topological_generations(graph)]
+    widest = max(len(layer) for layer in layers)
+    position = {}
+    for depth, layer in enumerate(layers):
+        for rank, node in enumerate(layer):
+            position[node] = (rank + (widest - len(layer)) / 2, -float(depth))
+    return position
 
 
 def plot_graph(nodes: Drawable, path: str | os.PathLike = "graphs", filename: str = "graph") -> str:
@@ -240,7 +303,8 @@ def plot_graph(nodes: Drawable, path: str | os.PathLike = "graphs", filename: st
 
     The DOT source is written next to it as ``path/filename``, as FrEIA does. Unlike
     FrEIA, ``path`` is created if missing, and graphs with conditions and feed-forward
-    nodes work. Needs Graphviz's ``dot`` program.
+    nodes work. Rendered by Graphviz's ``dot``; where it is not installed, drawn by
+    :func:`picture` with matplotlib instead (with a warning).
 
     Arguments:
         nodes: The nodes of the graph (or a GraphINN or SequenceINN), as for :func:`draw`.
@@ -262,12 +326,22 @@ def plot_graph(nodes: Drawable, path: str | os.PathLike = "graphs", filename: st
     try:
         return draw(nodes).render(filename=filename, directory=path, format="pdf")
     except graphviz.ExecutableNotFound as error:
-        if hasattr(error, "add_note"):
-            error.add_note(
-                "plot_graph needs Graphviz's dot program (e.g. apt-get install graphviz); "
-                "draw(...).source gives the DOT text without it"
+        try:
+            figure = picture(nodes)
+        except InvGraphError:  # no matplotlib either
+            add_note(
+                error,
+                "plot_graph needs Graphviz's dot program (e.g. apt-get install graphviz) or "
+                "matplotlib; draw(...).source gives the DOT text without them",
             )
-        raise
+            raise error from None
+    pdf = os.path.join(path, f"{filename}.pdf")
+    figure.savefig(pdf)
+    warnings.warn(
+        f"plot_graph: Graphviz's dot is not installed, so {pdf} was drawn with matplotlib",
+        stacklevel=2,
+    )
+    return pdf
 
 
 # ---------------------------------------------------------------------- summaries
@@ -328,17 +402,11 @@ class Summary:
         table = [_row_cells(row, stats) for row in self.rows]
         total = ["Total", "", "", f"{self.parameters:,}", f"{self.trainable:,}"]
         total += [_number(self.log_det_mean), _number(self.log_det_std)] if stats else []
-        widths = [max(len(line[k]) for line in [header, *table, total]) for k in range(len(header))]
-
-        def line(cells: list[str]) -> str:
-            text = [
-                c.ljust(w) if k < 3 else c.rjust(w) for k, (c, w) in enumerate(zip(cells, widths))
-            ]
-            return "  ".join(text).rstrip()
-
-        rule = "=" * len(line([w * "x" for w in widths]))
-        body = [line(cells) for cells in table]
-        return "\n".join([rule, line(header), rule, *body, "-" * len(rule), line(total), rule])
+        header_line, *body, total_line = align_columns(
+            [header, *table, total], right=range(3, len(header))
+        )
+        rule = "=" * max(len(line) for line in [header_line, *body, total_line])
+        return "\n".join([rule, header_line, rule, *body, "-" * len(rule), total_line, rule])
 
     def __repr__(self) -> str:
         return str(self)
@@ -407,8 +475,8 @@ def summary(
         >>> stats.rows[2].log_det_mean, stats.rows[2].log_det_std  # a permutation
         (0.0, 0.0)
     """
-    nodes = _nodes(inn)
-    latents = _split_latents(nodes)
+    nodes = nodes_of(inn, "summary")
+    latents = split_latents(nodes)
     per_node: dict[AbstractNode, Tensor] = {}
     total: Tensor | None = None
     if x is not None:
@@ -444,22 +512,24 @@ def summary(
 
 
 def _log_dets(
-    inn: Drawable, nodes: list[AbstractNode], x: Any, c: Any
+    graph: Drawable, nodes: list[AbstractNode], x: Any, c: Any
 ) -> tuple[dict[AbstractNode, Tensor], Tensor]:
-    """Each block's log-det on the batch ``x`` as a ``(batch,)`` tensor, and their sum."""
-    if isinstance(inn, SequenceINN):
-        # Run the blocks through a graph over the same modules: its condition nodes are the
-        # condition indices the blocks use, in increasing order.
-        conditions = () if c is None else (c,) if isinstance(c, Tensor) else tuple(c)
-        used = sorted({k for k in inn.conditions if k is not None})
-        graph, c = GraphINN(nodes), [conditions[k] for k in used]
+    """Each block's log-det on the batch ``x`` as a ``(batch,)`` tensor, and their sum.
+
+    A network runs its own plan; nodes are compiled into one first. Either way the call is
+    checked as a network checks it, and runs on the standard executor.
+    """
+    plan = getattr(graph, "plan", None)
+    if plan is not None:  # a network
+        modules, owner = list(graph.module_list), graph.module_position_to_node
     else:
-        graph = inn if isinstance(inn, GraphINN) else GraphINN(nodes)
-    reference = x if isinstance(x, Tensor) else x[0]
+        compiled = plan_graph(nodes, "summary")
+        plan, owner = compiled.plan, compiled.module_nodes.__getitem__
+        modules = [node.module for node in compiled.module_nodes]
+    entries, conditions = as_tensors(x, "x", "summary"), as_tensors(c, "c", "summary")
+    check_call(plan, entries, conditions, False, "summary")
     with torch.no_grad():
-        _, log_dets = graph(x, c=c, intermediate_outputs=True)
-    per_node = {node: batch_log_det(reference, value, True) for node, value in log_dets.items()}
-    total = reference.new_zeros(reference.shape[0])
-    for value in per_node.values():
-        total = total + value
-    return per_node, total
+        run = run_standard(Call(plan, modules, keep=True), entries, conditions)
+    assert run.log_dets is not None
+    per_node = {owner(k): batch_log_det(entries[0], v, True) for k, v in run.log_dets.items()}
+    return per_node, run.log_det

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InvGraphError"]
+__all__ = ["InvGraphError", "add_note"]
 
 
 class InvGraphError(ValueError):
@@ -17,6 +17,27 @@ class InvGraphError(ValueError):
         >>> try:
         ...     ig.InputNode(name="x")
         ... except ig.InvGraphError as err:
-        ...     print(err)
-        InputNode 'x': needs at least one dimension (the batch dimension is implicit)
+        ...     print(err)  # doctest: +NORMALIZE_WHITESPACE
+        InputNode 'x': needs at least one dimension (the batch dimension is implicit),
+        e.g. InputNode(3, 32, 32)
     """
+
+
+def add_note(error: BaseException, note: str) -> None:
+    """Attach ``note`` to ``error``, to be printed below its message in the traceback.
+
+    On Python 3.11 and newer this is :meth:`BaseException.add_note`. Python 3.10 has no
+    notes: the note is kept in ``error.__notes__`` all the same (where 3.11 keeps it, so
+    code that reads notes works on both), but its tracebacks do not print it. The error
+    itself is never replaced, so the block's own error type and message reach the user.
+
+    Example:
+        >>> error = ValueError("bad input")
+        >>> add_note(error, "raised in node 'coupling'")
+        >>> error.__notes__
+        ["raised in node 'coupling'"]
+    """
+    if hasattr(error, "add_note"):
+        error.add_note(note)
+    else:  # Python 3.10
+        error.__notes__ = [*getattr(error, "__notes__", []), note]

@@ -5,13 +5,14 @@ from __future__ import annotations
 import html
 import re
 import shutil
+import sys
 
 import pytest
 import torch
 from torch import nn
 
 import invgraph as ig
-from invgraph.drawing import Summary, draw, plot_graph, split_latents, summary
+from invgraph.drawing import Summary, draw, picture, plot_graph, split_latents, summary
 from invgraph.errors import InvGraphError
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
@@ -245,6 +246,53 @@ def test_plot_graph_writes_a_pdf(tmp_path):
     assert written.endswith("net.pdf")
     assert (tmp_path / "graphs" / "net.pdf").read_bytes().startswith(b"%PDF")
     assert (tmp_path / "graphs" / "net").read_text().startswith("digraph")
+
+
+def test_plot_graph_without_dot_draws_with_matplotlib(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no dot program on it
+    with pytest.warns(UserWarning, match="dot is not installed, so .*net.pdf was drawn with"):
+        written = plot_graph(multiscale(), tmp_path / "graphs", "net")
+    assert (tmp_path / "graphs" / "net.pdf").read_bytes().startswith(b"%PDF")
+    assert written.endswith("net.pdf")
+
+
+# ---------------------------------------------------------------------- without Graphviz
+def _arrows(figure) -> list:
+    return [a for a in figure.axes[0].texts if a.get_text() == "" and a.arrow_patch is not None]
+
+
+@pytest.mark.parametrize("reverse", [False, True], ids=["forward", "inverse"])
+def test_picture_has_every_node_and_every_tensor(reverse):
+    pytest.importorskip("matplotlib")
+    inn = multiscale()
+    figure = picture(inn, reverse=reverse)
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    for node in inn.node_list:
+        assert sum(text.startswith(f"{node.name}\n") for text in texts) == 1, node.name
+    assert "z_early\nOutputNode (2, 4, 4)\nlatent, leaves at depth 3" in texts
+    data, conditions = expected_edges(inn)
+    arrows = _arrows(figure)
+    assert len(arrows) == data + conditions
+    assert sum(a.arrow_patch.get_linestyle() == "--" for a in arrows) == conditions
+    # Layers follow the direction drawn: every arrow points downwards.
+    assert all(a.xy[1] < a.xyann[1] for a in arrows)
+    assert figure.axes[0].get_title() == ("inverse pass" if reverse else "forward pass")
+
+
+def test_draw_shows_the_picture_in_jupyter_without_dot(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    drawing = draw(multiscale())
+    monkeypatch.setenv("PATH", str(tmp_path))
+    bundle = drawing._repr_mimebundle_()
+    assert list(bundle) == ["image/svg+xml"]
+    assert "<svg" in bundle["image/svg+xml"] and "z_early" in bundle["image/svg+xml"]
+
+
+def test_picture_without_matplotlib_says_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)  # import raises ImportError
+    with pytest.raises(InvGraphError, match=r"picture\(\) needs matplotlib: pip install"):
+        picture(multiscale())
 
 
 # ---------------------------------------------------------------------- summaries

@@ -1,10 +1,18 @@
 """The graph: nodes, and the networks built from them (GraphINN, SequenceINN).
 
 FrEIA code migrates by renaming the import: ``FrEIA.framework`` -> ``invgraph.framework``.
+
+How it is put together (see the documentation's architecture page): :mod:`.nodes` are what
+a user declares; :mod:`.analysis` reads a graph of nodes (checks, orders, split latents);
+:mod:`.plan` compiles it into a :class:`~.plan.Plan`; :mod:`.execution` and
+:mod:`.memory_efficient` run a plan; :mod:`.network` is the base class of the networks,
+and :mod:`.graph_inn` and :mod:`.sequence_inn` are the two ways to build one.
 """
 
 from ..modules.inverse import Inverse
-from .graph_inn import GraphINN, ReversibleGraphNet, collect_nodes
+from .analysis import collect_nodes
+from .graph_inn import GraphINN, ReversibleGraphNet
+from .network import InvertibleNetwork
 from .nodes import (
     AbstractNode,
     ConditionNode,
@@ -23,6 +31,7 @@ __all__ = [
     "GraphINN",
     "InputNode",
     "Inverse",
+    "InvertibleNetwork",
     "Node",
     "OutputNode",
     "Port",

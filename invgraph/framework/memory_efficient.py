@@ -2,7 +2,7 @@
 
 A standard training step keeps every intermediate tensor that the backward pass needs, so
 memory grows with depth. An invertible network does not need them: each block's inputs
-follow from its outputs. Here a whole graph runs as one autograd function: its forward
+follow from its outputs. Here a whole plan runs as one autograd function: its forward
 pass keeps only the graph's outputs (latents at any depth included), and its backward
 pass walks the blocks in reverse, reconstructs each block's inputs from its outputs by
 the block's inverse, recomputes the block with gradients enabled and backpropagates
@@ -22,75 +22,91 @@ Kept besides the outputs, because they cannot be reconstructed:
 Autocast is restored for the reconstruction and the recomputation. The graph's
 parameters enter the autograd function as inputs, so their gradients arrive in one
 accumulation each (DistributedDataParallel's hooks fire as usual).
+
+**When reconstruction fails.** The gradients are exact only as far as the inverse
+reconstructs the inputs. A network that has become ill-conditioned (scales near
+``exp(±clamp)`` in many consecutive blocks, saturated sigmoids) amplifies rounding errors
+through the chain of inverses, and the gradients drift or become NaN where standard
+backpropagation is still finite. With ``tolerance`` set, the forward pass keeps a random
+sketch of every reconstructed input (:data:`SKETCH_SIZE` numbers per sample) and the
+backward pass raises an :class:`~invgraph.errors.InvGraphError` naming the first node whose
+reconstruction is off by more than ``tolerance`` (relative, on the sketch). The check
+synchronises with the device once per block, so it is off by default.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .plan import FEED_FORWARD, Step, at_least_float32, batch_log_det
+from ..errors import InvGraphError
+from .execution import (
+    Call,
+    Run,
+    add_log_det,
+    batch_log_det,
+    fill_slots,
+    note_failure,
+    verify_step,
+)
+from .plan import Step, StepKind
 
-__all__: list[str] = []  # used through GraphINN(memory_efficient=True) and SequenceINN
+__all__ = ["SKETCH_SIZE", "run_memory_efficient"]
 
+SKETCH_SIZE = 16
+"""Random projections per sample kept by the reconstruction check. The relative error of
+the sketch estimates the relative error of the reconstruction within a factor of about
+``1 ± 1/sqrt(SKETCH_SIZE / 2)`` (Johnson-Lindenstrauss)."""
 
-@dataclass(frozen=True)
-class Program:
-    """One call of a graph, as the memory-efficient engine needs it.
-
-    Attributes:
-        modules: The modules, indexed by a step's position.
-        steps: The plan in the direction of the call.
-        n_slots: How many slots (ports) the plan uses.
-        entry_slots: Where the call's tensors go (inputs, or outputs when ``rev``).
-        exit_slots: Where the results are read.
-        condition_slots: Where the conditions go.
-        rev: The direction of the call.
-        jac: Whether the log-det is computed.
-        describe: A node's description from its position, for error messages.
-        verify: Called as ``verify(position, outputs, log_det)`` after each step of the
-            forward pass (the graphs' first-call shape checks), or ``None``.
-    """
-
-    modules: Sequence[nn.Module]
-    steps: tuple[Step, ...]
-    n_slots: int
-    entry_slots: tuple[int, ...]
-    exit_slots: tuple[int, ...]
-    condition_slots: tuple[int, ...]
-    rev: bool
-    jac: bool
-    describe: Callable[[int], str]
-    verify: Callable[[int, Any, Any], None] | None = None
+_FEED_FORWARD = StepKind.FEED_FORWARD
 
 
 @torch.compiler.disable  # autograd.Function with a hand-written backward: a graph break
 def run_memory_efficient(
-    program: Program, entries: tuple[Tensor, ...], conditions: tuple[Tensor, ...]
-) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Run ``program`` on ``entries`` and ``conditions`` keeping no activations.
+    call: Call, entries: Sequence[Tensor], conditions: Sequence[Tensor]
+) -> Run:
+    """Run a plan keeping no activations; called as
+    :func:`~invgraph.framework.execution.run_standard` is, with the same result.
+
+    Arguments:
+        call: The plan, the modules, the direction and the options; ``call.tolerance``, if
+            not ``None``, checks in the backward pass that each block's reconstructed inputs
+            are within this relative error of the real ones (see the module's notes).
+            ``call.keep`` is not supported: nothing is kept.
+        entries: The call's tensors: the inputs, or the outputs (latents) when ``call.rev``.
+        conditions: The conditions, in the plan's order.
 
     Returns:
-        The exit tensors and the summed log-det, a ``(batch,)`` tensor (zeros with
-        ``jac=False``), as the standard engine; gradients reach the entries, conditions
-        and every parameter of the modules.
+        The exit tensors and the summed log-det; gradients reach the entries, the
+        conditions and every parameter of the modules.
     """
-    parameters = _trainable_parameters(program.modules)
+    if call.keep:
+        raise InvGraphError("run_memory_efficient keeps no activations: call it with keep=False")
+    parameters = _trainable_parameters(call.modules)
     *exits, log_det = _ReverseReconstruction.apply(
-        program, len(entries), len(conditions), *entries, *conditions, *parameters
+        call, len(entries), len(conditions), *entries, *conditions, *parameters
     )
-    return tuple(exits), log_det
+    return Run(tuple(exits), log_det)
 
 
 def _trainable_parameters(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
     unique = {id(p): p for module in modules for p in module.parameters() if p.requires_grad}
     return list(unique.values())
+
+
+def _call_block(
+    module: nn.Module, kind: StepKind, data: Sequence[Tensor], conds: Sequence[Tensor], call: Call
+) -> tuple[Any, Any]:
+    """One step's module call, as the standard executor makes it."""
+    if kind is _FEED_FORWARD:
+        return (module(*conds),), None
+    return module(tuple(data), c=tuple(conds), rev=call.rev, jac=call.jac)
 
 
 class _RandomState:
@@ -145,211 +161,209 @@ class _Autocast:
         return stack
 
 
+def _sketch(tensor: Tensor) -> Tensor:
+    """``SKETCH_SIZE`` fixed random projections of each sample, in float64: ``(B, k)``."""
+    flat = tensor.detach().flatten(1).double()
+    generator = torch.Generator().manual_seed(flat.shape[1])
+    projection = torch.randn(flat.shape[1], SKETCH_SIZE, generator=generator, dtype=torch.float64)
+    return flat @ projection.to(flat.device) / math.sqrt(SKETCH_SIZE)
+
+
+def _check_reconstruction(
+    call: Call, step: Step, slot: int, rebuilt: Tensor, sketch: Tensor
+) -> None:
+    """Raise if ``rebuilt`` differs from the tensor whose sketch is ``sketch``."""
+    error = (_sketch(rebuilt) - sketch).norm(dim=1) / (sketch.norm(dim=1) + 1e-30)
+    worst = float(error.max()) if error.numel() else 0.0
+    if not worst <= call.tolerance:  # NaN included
+        direction = "inverse" if call.rev else "forward"
+        raise InvGraphError(
+            f"node {step.name!r} ({direction}, memory-efficient backward): its inverse "
+            f"reconstructs its inputs (slot {slot}, shape {call.plan.slot_shapes[slot]}) with a "
+            f"relative error of {worst:.3g} > reconstruction_tolerance={call.tolerance:g}. "
+            f"The network has become too ill-conditioned to invert in this precision, so "
+            f"the gradients would be wrong: train this step with memory_efficient=False, in "
+            f"float64, or with smaller clamps"
+        )
+
+
 class _ReverseReconstruction(torch.autograd.Function):
-    """The whole graph as one autograd function whose backward reconstructs activations."""
+    """The whole plan as one autograd function whose backward reconstructs activations."""
 
     @staticmethod
-    def forward(ctx: Any, program: Program, n_entries: int, n_conditions: int, *tensors: Tensor):
+    def forward(ctx: Any, call: Call, n_entries: int, n_conditions: int, *tensors: Tensor):
         entries = tensors[:n_entries]
         conditions = tensors[n_entries : n_entries + n_conditions]
         device = entries[0].device
         random = _RandomState(device)
-        slots: list[Any] = [None] * program.n_slots
-        for slot, tensor in zip(program.entry_slots, entries):
-            slots[slot] = tensor
-        for slot, tensor in zip(program.condition_slots, conditions):
-            slots[slot] = tensor
+        slots = fill_slots(call.plan, entries, conditions, call.rev)
+        checked = call.tolerance is not None and device.type != "meta"
 
         kept: dict[int, Tensor] = {}  # slots whose values the backward pass cannot rebuild
         kept_inputs: set[int] = set()  # steps whose inputs are kept (not reconstructed)
         random_states: dict[int, Any] = {}  # steps that drew random numbers: the state before
+        sketches: dict[int, Tensor] = {}  # slots the backward pass rebuilds: their sketches
         log_det: Any = 0.0
-        modules, rev, jac = program.modules, program.rev, program.jac
-        for index, (position, kind, reads, conds, writes) in enumerate(program.steps):
-            module = modules[position]
-            for slot in conds:
+        for index, step in enumerate(call.steps):
+            module = call.modules[step.position]
+            for slot in step.conditions:
                 kept[slot] = slots[slot]
             before = random.get()
+            data = [slots[i] for i in step.reads]
             try:
-                if kind == FEED_FORWARD:
-                    outputs, block_log_det = (module(*[slots[i] for i in conds]),), None
-                else:
-                    outputs, block_log_det = module(
-                        tuple([slots[i] for i in reads]),
-                        c=tuple([slots[i] for i in conds]),
-                        rev=rev,
-                        jac=jac,
-                    )
+                outputs, block_log_det = _call_block(
+                    module, step.kind, data, [slots[i] for i in step.conditions], call
+                )
+                if call.verify:
+                    verify_step(call, step, module, outputs, block_log_det)
             except Exception as error:
-                error.add_note(f"raised in node {program.describe(position)} (memory-efficient)")
+                note_failure(error, step, call.rev, ", memory-efficient")
                 raise
-            if program.verify is not None:
-                program.verify(position, outputs, block_log_det)
             if not random.same(before, random.get()):
                 random_states[index] = before
-            if kind != FEED_FORWARD and (
+            if step.kind is not _FEED_FORWARD and (
                 index in random_states or not getattr(module, "exact_inverse", True)
             ):
                 kept_inputs.add(index)
-                for slot in reads:
-                    kept[slot] = slots[slot]
-            for slot, tensor in zip(writes, outputs):
+                kept.update(zip(step.reads, data))
+            elif checked:
+                sketches.update((slot, _sketch(t)) for slot, t in zip(step.reads, data))
+            for slot, tensor in zip(step.writes, outputs):
                 slots[slot] = tensor
-            if jac and kind != FEED_FORWARD:
-                log_det = log_det + at_least_float32(block_log_det)
+            if call.jac and step.kind is not _FEED_FORWARD:
+                log_det = add_log_det(log_det, block_log_det)
 
-        exits = tuple(slots[slot] for slot in program.exit_slots)
+        exits = tuple(slots[slot] for slot in call.plan.exits(call.rev).slots)
         # An exit that is an entry unchanged must be a new tensor for autograd.
         exits = tuple(t.clone() if any(t is e for e in entries) else t for t in exits)
-        log_det = batch_log_det(entries[0], log_det, jac)
 
-        ctx.program = program
-        ctx.n_entries, ctx.n_conditions = n_entries, n_conditions
+        ctx.call = call
         ctx.kept_slots = tuple(kept)
         ctx.kept_inputs = kept_inputs
         ctx.random_states = random_states
         ctx.random = random
+        ctx.sketches = sketches
         ctx.autocast = _Autocast(device.type)
         ctx.save_for_backward(*exits, *kept.values())
-        return (*exits, log_det)
+        return (*exits, batch_log_det(entries[0], log_det, call.jac))
 
     @staticmethod
     @once_differentiable
     def backward(ctx: Any, *grads: Tensor):
-        program: Program = ctx.program
-        modules, rev, jac = program.modules, program.rev, program.jac
-        n_exits = len(program.exit_slots)
+        return _Backward(ctx, grads).run()
+
+
+class _Backward:
+    """The backward pass: the steps in reverse, each reconstructed, recomputed, differentiated."""
+
+    def __init__(self, ctx: Any, grads: Sequence[Tensor]):
+        call: Call = ctx.call
+        plan = call.plan
+        self.ctx, self.call = ctx, call
+        self.grad_log_det = grads[-1]
+        exit_slots = plan.exits(call.rev).slots
         saved = ctx.saved_tensors
-        grad_log_det = grads[-1]
+        n_slots = len(plan.slot_shapes)
+        self.values: list[Any] = [None] * n_slots
+        self.slot_grads: list[Any] = [None] * n_slots
+        for slot, tensor, grad in zip(exit_slots, saved, grads):
+            self.values[slot] = tensor
+            self.slot_grads[slot] = _accumulate(self.slot_grads[slot], grad)
+        self.kept = dict(zip(ctx.kept_slots, saved[len(exit_slots) :]))
 
-        values: list[Any] = [None] * program.n_slots
-        slot_grads: list[Any] = [None] * program.n_slots
-        for slot, tensor, grad in zip(program.exit_slots, saved[:n_exits], grads):
-            values[slot] = tensor
-            slot_grads[slot] = _accumulate(slot_grads[slot], grad)
-        kept = dict(zip(ctx.kept_slots, saved[n_exits:]))
-        values_of = values.__getitem__
+        self.entry_slots = plan.entries(call.rev).slots + plan.conditions.slots
+        self.needs: list[bool] = [False] * n_slots
+        for slot, flag in zip(self.entry_slots, ctx.needs_input_grad[3:]):
+            if slot is not None:  # after call, n_entries, n_conditions
+                self.needs[slot] = flag
+        self.parameters = _trainable_parameters(call.modules)
+        self.parameter_index = {id(p): k for k, p in enumerate(self.parameters)}
+        self.parameter_grads: list[Tensor | None] = [None] * len(self.parameters)
+        # Which slots carry gradient: those downstream of a tensor or parameter needing it.
+        for step in call.steps:
+            own = any(p.requires_grad for p in call.modules[step.position].parameters())
+            flag = own or any(self.needs[s] for s in step.reads + step.conditions)
+            for slot in step.writes:
+                self.needs[slot] = flag
 
-        inputs = ctx.needs_input_grad[3:]  # after program, n_entries, n_conditions
-        needs: list[bool] = [False] * program.n_slots
-        for slot, flag in zip(program.entry_slots + program.condition_slots, inputs):
-            needs[slot] = flag
-        parameters = _trainable_parameters(modules)
-        parameter_index = {id(p): k for k, p in enumerate(parameters)}
-        parameter_grads: list[Tensor | None] = [None] * len(parameters)
-        # Which slots carry gradient: those downstream of a tensor or parameter that needs it.
-        for position, _, reads, conds, writes in program.steps:
-            own = any(p.requires_grad for p in modules[position].parameters())
-            flag = own or any(needs[s] for s in reads + conds)
-            for slot in writes:
-                needs[slot] = flag
-
-        for index in range(len(program.steps) - 1, -1, -1):
-            position, kind, reads, conds, writes = program.steps[index]
-            module = modules[position]
-            outputs = list(map(values_of, writes))
-            condition_values = [kept[slot] for slot in conds]
+    def run(self) -> tuple[Tensor | None, ...]:
+        call = self.call
+        for index in range(len(call.steps) - 1, -1, -1):
+            step = call.steps[index]
             try:
-                with torch.no_grad(), ctx.autocast():
-                    if kind == FEED_FORWARD:
-                        block_inputs: list[Tensor] = []
-                    elif index in ctx.kept_inputs:
-                        block_inputs = [kept[slot] for slot in reads]
-                    else:
-                        block_inputs = list(
-                            module(
-                                tuple(outputs), c=tuple(condition_values), rev=not rev, jac=False
-                            )[0]
-                        )
-                local = [s for s in reads + conds if needs[s]]
-                own = [p for p in module.parameters() if p.requires_grad]
-                if local or own:
-                    _backward_step(
-                        ctx,
-                        index,
-                        module,
-                        kind,
-                        reads,
-                        conds,
-                        writes,
-                        block_inputs,
-                        condition_values,
-                        needs,
-                        slot_grads,
-                        own,
-                        parameter_index,
-                        parameter_grads,
-                        grad_log_det if jac and kind != FEED_FORWARD else None,
-                    )
+                self.step(index, step)
             except Exception as error:
-                where = f"raised in node {program.describe(position)} (memory-efficient backward)"
-                error.add_note(where)
+                note_failure(error, step, call.rev, ", memory-efficient backward")
                 raise
-            for slot, tensor in zip(reads, block_inputs):
-                if values[slot] is None:
-                    values[slot] = tensor
-            for slot in writes:  # every reader of these ports has been processed
-                values[slot] = slot_grads[slot] = None
+            for slot in step.writes:  # every reader of these ports has been processed
+                self.values[slot] = self.slot_grads[slot] = None
+        grads = [
+            None if s is None or not self.needs[s] else self.slot_grads[s] for s in self.entry_slots
+        ]
+        return (None, None, None, *grads, *self.parameter_grads)
 
-        entry_grads = [slot_grads[s] if needs[s] else None for s in program.entry_slots]
-        condition_grads = [slot_grads[s] if needs[s] else None for s in program.condition_slots]
-        return (None, None, None, *entry_grads, *condition_grads, *parameter_grads)
+    def step(self, index: int, step: Step) -> None:
+        call, ctx = self.call, self.ctx
+        module = call.modules[step.position]
+        conditions = [self.kept[slot] for slot in step.conditions]
+        with torch.no_grad(), ctx.autocast():
+            if step.kind is _FEED_FORWARD:
+                inputs: list[Tensor] = []
+            elif index in ctx.kept_inputs:
+                inputs = [self.kept[slot] for slot in step.reads]
+            else:
+                outputs = tuple(self.values[slot] for slot in step.writes)
+                inputs = list(module(outputs, c=tuple(conditions), rev=not call.rev, jac=False)[0])
+                for slot, tensor in zip(step.reads, inputs):
+                    if slot in ctx.sketches:
+                        _check_reconstruction(call, step, slot, tensor, ctx.sketches[slot])
+        own = [p for p in module.parameters() if p.requires_grad]
+        if own or any(self.needs[s] for s in step.reads + step.conditions):
+            self.differentiate(index, step, module, inputs, conditions, own)
+        for slot, tensor in zip(step.reads, inputs):
+            if self.values[slot] is None:
+                self.values[slot] = tensor
 
-
-def _backward_step(
-    ctx,
-    index,
-    module,
-    kind,
-    reads,
-    conds,
-    writes,
-    block_inputs,
-    condition_values,
-    needs,
-    slot_grads,
-    own,
-    parameter_index,
-    parameter_grads,
-    grad_log_det,
-) -> None:
-    """Recompute one block with gradients enabled and backpropagate through it alone."""
-    program: Program = ctx.program
-    detached = [t.detach().requires_grad_(needs[s]) for s, t in zip(reads, block_inputs)]
-    detached_conditions = [
-        t.detach().requires_grad_(needs[s]) for s, t in zip(conds, condition_values)
-    ]
-    with torch.enable_grad(), ctx.autocast(), ExitStack() as replay:
-        if index in ctx.random_states:
-            ctx.random.replay(ctx.random_states[index], replay)
-        if kind == FEED_FORWARD:
-            outputs, log_det = (module(*detached_conditions),), None
-        else:
-            outputs, log_det = module(
-                tuple(detached), c=tuple(detached_conditions), rev=program.rev, jac=program.jac
-            )
-    targets, target_grads = [], []
-    for slot, tensor in zip(writes, outputs):
-        if tensor.requires_grad and slot_grads[slot] is not None:
-            targets.append(tensor)
-            target_grads.append(slot_grads[slot])
-    if grad_log_det is not None and isinstance(log_det, Tensor) and log_det.requires_grad:
-        targets.append(log_det)
-        grad = grad_log_det.sum() if log_det.dim() == 0 else grad_log_det
-        target_grads.append(grad.to(log_det.dtype))
-    if not targets:
-        return
-    wanted = [
-        (s, t) for s, t in zip(reads + conds, detached + detached_conditions) if t.requires_grad
-    ]
-    results = torch.autograd.grad(
-        targets, [t for _, t in wanted] + own, target_grads, allow_unused=True
-    )
-    for (slot, _), grad in zip(wanted, results[: len(wanted)]):
-        slot_grads[slot] = _accumulate(slot_grads[slot], grad)
-    for parameter, grad in zip(own, results[len(wanted) :]):
-        k = parameter_index[id(parameter)]
-        parameter_grads[k] = _accumulate(parameter_grads[k], grad)
+    def differentiate(
+        self,
+        index: int,
+        step: Step,
+        module: nn.Module,
+        inputs: list[Tensor],
+        conditions: list[Tensor],
+        own: list[nn.Parameter],
+    ) -> None:
+        """Recompute one block with gradients enabled and backpropagate through it alone."""
+        ctx, call, needs = self.ctx, self.call, self.needs
+        data = [t.detach().requires_grad_(needs[s]) for s, t in zip(step.reads, inputs)]
+        conds = [t.detach().requires_grad_(needs[s]) for s, t in zip(step.conditions, conditions)]
+        with torch.enable_grad(), ctx.autocast(), ExitStack() as replay:
+            if index in ctx.random_states:
+                ctx.random.replay(ctx.random_states[index], replay)
+            outputs, log_det = _call_block(module, step.kind, data, conds, call)
+        targets, target_grads = [], []
+        for slot, tensor in zip(step.writes, outputs):
+            if tensor.requires_grad and self.slot_grads[slot] is not None:
+                targets.append(tensor)
+                target_grads.append(self.slot_grads[slot])
+        differentiable = isinstance(log_det, Tensor) and log_det.requires_grad
+        if call.jac and step.kind is not _FEED_FORWARD and differentiable:
+            targets.append(log_det)
+            grad = self.grad_log_det.sum() if log_det.dim() == 0 else self.grad_log_det
+            target_grads.append(grad.to(log_det.dtype))
+        if not targets:
+            return
+        wanted = [
+            (s, t) for s, t in zip(step.reads + step.conditions, data + conds) if t.requires_grad
+        ]
+        results = torch.autograd.grad(
+            targets, [t for _, t in wanted] + own, target_grads, allow_unused=True
+        )
+        for (slot, _), grad in zip(wanted, results[: len(wanted)]):
+            self.slot_grads[slot] = _accumulate(self.slot_grads[slot], grad)
+        for parameter, grad in zip(own, results[len(wanted) :]):
+            k = self.parameter_index[id(parameter)]
+            self.parameter_grads[k] = _accumulate(self.parameter_grads[k], grad)
 
 
 def _accumulate(total: Tensor | None, grad: Tensor | None) -> Tensor | None:

@@ -8,6 +8,7 @@ reported at the line that makes it, not deep inside a training step.
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
@@ -24,6 +25,9 @@ __all__ = [
     "Node",
     "OutputNode",
     "Port",
+    "format_shapes",
+    "port_name",
+    "sample_shape",
 ]
 
 Port = tuple["AbstractNode", int]
@@ -35,7 +39,8 @@ PortLike = Union["AbstractNode", Port]
 _creation_order = itertools.count()
 
 
-def _format_shapes(shapes: Sequence[Shape]) -> str:
+def format_shapes(shapes: Sequence[Shape]) -> str:
+    """``[(4, 8, 8), (16,)]``: how messages show a list of shapes."""
     return "[" + ", ".join(str(tuple(s)) for s in shapes) + "]"
 
 
@@ -172,6 +177,21 @@ class AbstractNode:
         self.module_type = type(given)
         return given
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickling keeps: all but the construction arguments.
+
+        ``module_args`` and a ``module_type`` that is not a class may hold lambdas or local
+        functions (FrEIA's own examples pass subnet constructors as lambdas), which cannot
+        be pickled; the built module holds everything the node computes. So a pickled or
+        ``torch.save``-d node (with its network) comes back with ``module_args = None`` and
+        ``module_type`` its module's class.
+        """
+        state = self.__dict__.copy()
+        state["module_args"] = None
+        if self.module is not None:
+            state["module_type"] = type(self.module)
+        return state
+
     # ----------------------------------------------------------------- access
     def __getattr__(self, attribute: str) -> Port:
         # node.out0, node.out1, ...: the node's output ports. A missing one raises an
@@ -188,10 +208,10 @@ class AbstractNode:
 
     def __str__(self) -> str:
         block = type(self.module).__name__ if self.module is not None else type(self).__name__
-        inputs = _format_shapes(self.input_dims)
+        inputs = format_shapes(self.input_dims)
         if self.condition_dims:
-            inputs += f" | c={_format_shapes(self.condition_dims)}"
-        return f"{self.name}: {inputs} -> {block} -> {_format_shapes(self.output_dims)}"
+            inputs += f" | c={format_shapes(self.condition_dims)}"
+        return f"{self.name}: {inputs} -> {block} -> {format_shapes(self.output_dims)}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
@@ -232,39 +252,74 @@ class Node(AbstractNode):
 
     def _build_module(self) -> tuple[nn.Module, list[Shape]]:
         given = self._built_module()
-        if given is not None:
-            if not isinstance(given, InvertibleModule):
-                raise InvGraphError(
-                    f"{self._label()}: {type(given).__name__} is not an InvertibleModule"
-                )
-            expected = [tuple(d) for d in given.dims_in]
-            if expected != self.input_dims:
-                raise InvGraphError(
-                    f"{self._label()}: the built {type(given).__name__} expects inputs "
-                    f"{_format_shapes(expected)}, but its input ports carry "
-                    f"{_format_shapes(self.input_dims)}"
-                )
-            if [tuple(d) for d in given.dims_c] != self.condition_dims:
-                raise InvGraphError(
-                    f"{self._label()}: the built {type(given).__name__} expects conditions "
-                    f"{_format_shapes(given.dims_c)}, but its condition ports carry "
-                    f"{_format_shapes(self.condition_dims)}"
-                )
-            module = given
-        else:
-            args = dict(self.module_args or {})
-            if self.conditions:
-                args["dims_c"] = self.condition_dims
-            try:
-                module = self.module_type(self.input_dims, **args)
-            except InvGraphError as error:
-                raise InvGraphError(f"{self._label()}: {error}") from error
+        module = self._check_built(given) if given is not None else self._construct()
         _refuse_bare_single_output(self, module)
         try:
             output_dims = module.output_dims(self.input_dims)
         except InvGraphError as error:
             raise InvGraphError(f"{self._label()}: {error}") from error
         return module, output_dims
+
+    def _check_built(self, given: nn.Module) -> InvertibleModule:
+        """A block given built: it must be invertible and built for these ports' shapes."""
+        if not isinstance(given, InvertibleModule):
+            raise InvGraphError(f"{self._label()}: {_not_invertible(type(given))}")
+        expected = [tuple(d) for d in given.dims_in]
+        if expected != self.input_dims:
+            raise InvGraphError(
+                f"{self._label()}: the built {type(given).__name__} expects inputs "
+                f"{format_shapes(expected)}, but its input ports carry "
+                f"{format_shapes(self.input_dims)}"
+            )
+        if [tuple(d) for d in given.dims_c] != self.condition_dims:
+            raise InvGraphError(
+                f"{self._label()}: the built {type(given).__name__} expects conditions "
+                f"{format_shapes(given.dims_c)}, but its condition ports carry "
+                f"{format_shapes(self.condition_dims)}"
+            )
+        return given
+
+    def _construct(self) -> InvertibleModule:
+        """``module_type(input_dims, dims_c=condition_dims, **module_args)``, checked."""
+        factory = self.module_type
+        if isinstance(factory, type) and not issubclass(factory, InvertibleModule):
+            raise InvGraphError(f"{self._label()}: {_not_invertible(factory)}")
+        if not callable(factory):
+            raise InvGraphError(
+                f"{self._label()}: module_type must be an InvertibleModule class or a built "
+                f"block, got {factory!r}"
+            )
+        args = dict(self.module_args or {})
+        if self.conditions:
+            args["dims_c"] = self.condition_dims
+        name = getattr(factory, "__name__", repr(factory))
+        try:
+            module = factory(self.input_dims, **args)
+        except InvGraphError as error:
+            raise InvGraphError(f"{self._label()}: {error}") from error
+        except TypeError as error:  # a misspelt or missing argument, most often
+            raise InvGraphError(
+                f"{self._label()}: {name}({format_shapes(self.input_dims)}, "
+                f"{', '.join(f'{k}=...' for k in args)}) raised TypeError: {error}"
+            ) from error
+        if not isinstance(module, InvertibleModule):
+            raise InvGraphError(
+                f"{self._label()}: module_type {name} returned an object of type "
+                f"{_not_invertible(type(module))}"
+            )
+        return module
+
+
+def _not_invertible(kind: type) -> str:
+    """Why a class is not a block, and what to use instead."""
+    text = f"{kind.__module__}.{kind.__qualname__} is not an invertible block (a subclass of "
+    text += "invgraph.modules.InvertibleModule)"
+    if issubclass(kind, nn.Module):
+        text += (
+            "; wrap a network in a block (e.g. as a coupling's subnet_constructor), or, to "
+            "compute a condition from other tensors, put it in a FeedForwardNode"
+        )
+    return text
 
 
 def _refuse_bare_single_output(node: AbstractNode, module: nn.Module) -> None:
@@ -276,20 +331,40 @@ def _refuse_bare_single_output(node: AbstractNode, module: nn.Module) -> None:
         )
 
 
+def sample_shape(dims: Sequence[Any], owner: str, example: str) -> Shape:
+    """``dims`` as the shape of one sample: a non-empty tuple of positive integers.
+
+    Arguments:
+        dims: The dimensions given (Python or NumPy integers).
+        owner: Who asks, for the message (``"InputNode 'x'"``).
+        example: A correct call, for the message (``"InputNode(3, 32, 32)"``).
+    """
+    if not dims:
+        raise InvGraphError(
+            f"{owner}: needs at least one dimension (the batch dimension is implicit), "
+            f"e.g. {example}"
+        )
+    shape = []
+    for d in dims:
+        try:
+            size = operator.index(d)  # ints and NumPy integers; not 4.0, "4" or [4]
+        except TypeError:
+            size = 0
+        if isinstance(d, bool) or size < 1:
+            raise InvGraphError(
+                f"{owner}: dimensions must be positive integers, got {tuple(dims)!r}; "
+                f"give them one by one, e.g. {example}"
+            )
+        shape.append(size)
+    return tuple(shape)
+
+
 class _SourceNode(AbstractNode):
     """A graph boundary that provides a tensor: an input or a condition."""
 
     def __init__(self, *dims: int, name: str | None = None):
-        if not dims:
-            raise InvGraphError(
-                f"{type(self).__name__} {name!r}: needs at least one dimension "
-                f"(the batch dimension is implicit)"
-            )
-        if not all(isinstance(d, int) and d > 0 for d in dims):
-            raise InvGraphError(
-                f"{type(self).__name__} {name!r}: dimensions must be positive integers, got {dims}"
-            )
-        self.dims: Shape = tuple(dims)
+        kind = type(self).__name__
+        self.dims: Shape = sample_shape(dims, f"{kind} {name!r}", f"{kind}(3, 32, 32)")
         super().__init__([], None, name=name)
 
     def _build_module(self) -> tuple[None, list[Shape]]:
@@ -345,6 +420,20 @@ class OutputNode(AbstractNode):
 
     def _build_module(self) -> tuple[None, list[Shape]]:
         return None, []
+
+    def release(self) -> None:
+        """Leave the graph: free the port this node collects, for another node to consume.
+
+        Example:
+            >>> import invgraph as ig
+            >>> x = ig.InputNode(4, name="x")
+            >>> z = ig.OutputNode(x, name="z")
+            >>> z.release()
+            >>> p = ig.Node(x, ig.PermuteRandom, name="p")  # x.out0 is free again
+        """
+        source, index = self.inputs[0]
+        if source.outputs[index] == (self, 0):
+            source.outputs[index] = None
 
 
 class FeedForwardNode(AbstractNode):

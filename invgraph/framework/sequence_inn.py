@@ -2,45 +2,53 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
+from ..compat import deprecated_alias
 from ..errors import InvGraphError
 from ..modules.base import InvertibleModule, Shape
 from ..modules.inverse import Inverse
-from .memory_efficient import Program, run_memory_efficient
-from .plan import BLOCK, UNARY, Step, at_least_float32, batch_log_det
-
-if TYPE_CHECKING:
-    import graphviz
-
-    from ..drawing import Summary
+from .network import InvertibleNetwork
+from .nodes import ConditionNode, InputNode, Node, OutputNode, sample_shape
+from .plan import build_plan
 
 __all__ = ["ReversibleSequential", "SequenceINN"]
 
 
-class SequenceINN(InvertibleModule):
+class _Block(Node):
+    """A block of a chain: a node whose messages say where it stands in the chain."""
+
+    def _label(self) -> str:
+        return f"SequenceINN block {self.name}"
+
+
+class SequenceINN(InvertibleNetwork):
     r"""A chain of invertible blocks, each consuming the previous block's single output.
 
     Simpler than :class:`~invgraph.framework.GraphINN` when the network has no branches:
     blocks are appended one by one and their shapes inferred at once. The log-det is the
-    sum of the blocks' log-dets, :math:`\sum_k \log|\det J_{f_k}|`.
+    sum of the blocks' log-dets, :math:`\sum_k \log|\det J_{f_k}|`. The chain is a graph
+    like any other: its nodes are ``x``, the conditions ``c0``, ``c1``, ..., the blocks
+    ``0``, ``1``, ... and ``z`` (see ``node_list``), it runs on the same plan and executors
+    as a :class:`~invgraph.framework.GraphINN`, checks its calls the same way and also
+    returns ``intermediate_outputs``.
 
     Indexing returns a block; slicing returns a new ``SequenceINN`` over the same blocks
-    (shared, not copied); a negative step returns the inverse network, so
-    ``inn[::-1](z)`` equals ``inn(z, rev=True)``.
+    (shared, not copied) that takes the same conditions as the whole chain; a negative
+    step returns the inverse network, so ``inn[::-1](z)`` equals ``inn(z, rev=True)``.
 
     Arguments:
         *dims: The shape of one input sample (the batch dimension is implicit).
         force_tuple_output: Return a 1-tuple instead of a bare tensor.
-        check_shapes: Check the input's and the conditions' shapes before running.
+        check_shapes: Check the input's and the conditions' number, type, shapes and batch
+            size before running, and each block's output on the first call.
         memory_efficient: Train without storing activations, reconstructing each block's
             input by its inverse in the backward pass; as
             :class:`~invgraph.framework.GraphINN`'s option of the same name.
+        reconstruction_tolerance: As :class:`~invgraph.framework.GraphINN`'s option.
 
     Example:
         >>> import torch, invgraph as ig
@@ -62,17 +70,24 @@ class SequenceINN(InvertibleModule):
         force_tuple_output: bool = False,
         check_shapes: bool = True,
         memory_efficient: bool = False,
+        reconstruction_tolerance: float | None = None,
     ):
-        if not dims:
-            raise InvGraphError("SequenceINN: needs the input's shape, e.g. SequenceINN(3, 32, 32)")
-        super().__init__([dims])
-        self.shapes: list[Shape] = [tuple(dims)]
-        self.conditions: list[int | None] = []
-        self.module_list = nn.ModuleList()
-        self.force_tuple_output = force_tuple_output
-        self.check_shapes = check_shapes
-        self.memory_efficient = memory_efficient
-        self._outputs_verified = [False, False]
+        super().__init__()
+        self._configure(
+            force_tuple_output, check_shapes, memory_efficient, reconstruction_tolerance
+        )
+        shape = sample_shape(dims, "SequenceINN", "SequenceINN(3, 32, 32)")
+        self.conditions: list[int | None] = []  # per block: the index of the condition it reads
+        self._x = InputNode(*shape, name="x")
+        self._condition_nodes: list[ConditionNode | None] = []  # per condition index
+        self._blocks: list[_Block] = []
+        self._z = OutputNode(self._x, name="z")
+        self._compile()
+
+    @property
+    def shapes(self) -> list[Shape]:
+        """The shapes along the chain: the input's, then each block's output's."""
+        return [self._x.dims] + [tuple(block.output_dims[0]) for block in self._blocks]
 
     def append(
         self,
@@ -89,163 +104,67 @@ class SequenceINN(InvertibleModule):
             cond_shape: That condition's shape (needed with ``cond``).
             **kwargs: The block's hyperparameters.
         """
-        dims_in = [self.shapes[-1]]
-        position = len(self.module_list)
+        position = len(self._blocks)
         label = f"SequenceINN block {position}"
-        if cond is not None:
-            if cond_shape is None:
-                raise InvGraphError(f"{label}: cond={cond} needs cond_shape")
-            cond_shape = tuple(cond_shape)
-            while len(self.dims_c) <= cond:
-                self.dims_c.append(None)
-            if self.dims_c[cond] not in (None, cond_shape):
-                raise InvGraphError(
-                    f"{label}: condition {cond} was declared with shape {self.dims_c[cond]}, "
-                    f"now with {cond_shape}"
-                )
-            self.dims_c[cond] = cond_shape
-        if isinstance(module_class, nn.Module):
-            module = module_class
-            if kwargs:
-                raise InvGraphError(f"{label}: got a built block and keyword arguments")
-            if [tuple(d) for d in module.dims_in] != dims_in:
-                raise InvGraphError(
-                    f"{label}: the built {type(module).__name__} expects inputs "
-                    f"{module.dims_in}, but the chain carries {dims_in}"
-                )
-        else:
-            if cond is not None:
-                kwargs["dims_c"] = [cond_shape]
-            module = module_class(dims_in, **kwargs)
-        output_dims = module.output_dims(dims_in)
-        if len(output_dims) != 1:
-            raise InvGraphError(
-                f"{label}: {type(module).__name__} has {len(output_dims)} outputs; a "
-                f"SequenceINN needs one per block (use GraphINN for branches)"
-            )
-        self.module_list.append(module)
-        self.conditions.append(cond)
-        self.shapes.append(tuple(output_dims[0]))
-        self._outputs_verified = [False, False]
-
-    def forward(
-        self,
-        x_or_z: Tensor | Sequence[Tensor],
-        c: Tensor | Sequence[Tensor] | None = None,
-        rev: bool = False,
-        jac: bool = True,
-    ) -> tuple[Any, Tensor]:
-        """Run the chain forward or, with ``rev=True``, inverse.
-
-        Returns:
-            ``(output, log_jac_det)`` with a ``(batch,)`` log-det on the input's device.
-        """
-        x = x_or_z if isinstance(x_or_z, Tensor) else _single(x_or_z)
-        conditions = () if c is None else (c,) if isinstance(c, Tensor) else tuple(c)
-        if self.check_shapes:
-            self._check_call(x, conditions, rev)
-        verify = self.check_shapes and not self._outputs_verified[rev]
-        if self.memory_efficient and torch.is_grad_enabled():
-            return self._run_memory_efficient(x, conditions, rev, jac, verify)
-        order = range(len(self.module_list) - 1, -1, -1) if rev else range(len(self.module_list))
-        modules = list(self.module_list)
-        values = (x,)
-        log_det: Any = 0.0
-        for k in order:
-            cond = self.conditions[k]
-            if cond is None:
-                values, block_log_det = modules[k](values, rev=rev, jac=jac)
-            else:
-                values, block_log_det = modules[k](values, c=(conditions[cond],), rev=rev, jac=jac)
-            if verify:
-                self._verify(k, rev, values)
-            if jac:
-                log_det = log_det + at_least_float32(block_log_det)
-        if verify and jac:
-            self._outputs_verified[rev] = True
-        log_det = batch_log_det(x, log_det, jac)
-        return (values if self.force_tuple_output else values[0]), log_det
-
-    def _run_memory_efficient(
-        self, x: Tensor, conditions: tuple, rev: bool, jac: bool, verify: bool
-    ) -> tuple[Any, Tensor]:
-        # The chain as a plan over slots: value k enters block k, which writes value k + 1;
-        # the conditions follow in slots n + 1, n + 2, ...
-        n = len(self.module_list)
-        steps: list[Step] = []
-        for k, cond in enumerate(self.conditions):
-            kind, conds = (UNARY, ()) if cond is None else (BLOCK, (n + 1 + cond,))
-            steps.append((k, kind, (k + 1,) if rev else (k,), conds, (k,) if rev else (k + 1,)))
-        program = Program(
-            modules=list(self.module_list),
-            steps=tuple(reversed(steps) if rev else steps),
-            n_slots=n + 1 + len(conditions),
-            entry_slots=(n,) if rev else (0,),
-            exit_slots=(0,) if rev else (n,),
-            condition_slots=tuple(range(n + 1, n + 1 + len(conditions))),
-            rev=rev,
-            jac=jac,
-            describe=lambda k: f"SequenceINN block {k} ({type(self.module_list[k]).__name__})",
-            verify=(lambda k, out, _: self._verify(k, rev, out)) if verify else None,
+        shape = self._condition_shape(cond, cond_shape, label)
+        # Build the block on a node of its own first, with the graph's checks and messages,
+        # so that a failure leaves the chain as it was.
+        trial = _Block(
+            InputNode(*self.shapes[-1], name="previous"),
+            module_class,
+            kwargs or None,
+            conditions=None if shape is None else ConditionNode(*shape, name=f"c{cond}"),
+            name=str(position),
         )
-        (result,), log_det = run_memory_efficient(program, (x,), conditions)
-        if verify and jac:
-            self._outputs_verified[rev] = True
-        return ((result,) if self.force_tuple_output else result), log_det
-
-    @property
-    def exact_inverse(self) -> bool:  # type: ignore[override]
-        """Exact when every block is (a nested network is reconstructed as one block)."""
-        return all(getattr(module, "exact_inverse", True) for module in self.module_list)
-
-    def _check_call(self, x: Tensor, conditions: tuple, rev: bool) -> None:
-        expected = self.shapes[0 if not rev else -1]
-        direction = "inverse" if rev else "forward"
-        if x.shape[1:] != expected:
+        if len(trial.output_dims) != 1:
             raise InvGraphError(
-                f"SequenceINN {direction}: expects shape (batch, "
-                f"{', '.join(map(str, expected))}), got {tuple(x.shape)}"
+                f"{label}: {type(trial.module).__name__} has {len(trial.output_dims)} outputs; "
+                f"a SequenceINN needs one per block (use GraphINN for branches)"
             )
-        if len(conditions) < len(self.dims_c):
+        condition = None if cond is None else self._declare_condition(cond, shape)
+        self._z.release()
+        previous = self._blocks[-1] if self._blocks else self._x
+        block = _Block(previous, trial.module, conditions=condition, name=str(position))
+        self._blocks.append(block)
+        self.conditions.append(cond)
+        self._z = OutputNode(block, name="z")
+        self._compile()
+
+    def _condition_shape(
+        self, cond: int | None, cond_shape: Sequence[int] | None, label: str
+    ) -> Shape | None:
+        """The shape of condition ``cond``, checked against what earlier blocks declared."""
+        if cond is None:
+            if cond_shape is not None:
+                raise InvGraphError(f"{label}: cond_shape={cond_shape} needs cond, its index")
+            return None
+        if isinstance(cond, bool) or not isinstance(cond, int) or cond < 0:
+            raise InvGraphError(f"{label}: cond must be a condition index >= 0, got {cond!r}")
+        if cond_shape is None:
+            raise InvGraphError(f"{label}: cond={cond} needs cond_shape")
+        shape = sample_shape(tuple(cond_shape), label, "cond_shape=(10,)")
+        declared = self._condition_nodes[cond] if cond < len(self._condition_nodes) else None
+        if declared is not None and declared.dims != shape:
             raise InvGraphError(
-                f"SequenceINN {direction}: expects {len(self.dims_c)} condition(s), "
-                f"got {len(conditions)}"
+                f"{label}: condition {cond} was declared with shape {declared.dims}, "
+                f"now with {shape}"
             )
-        for index, (tensor, shape) in enumerate(zip(conditions, self.dims_c)):
-            if shape is not None and tensor.shape[1:] != shape:
-                raise InvGraphError(
-                    f"SequenceINN {direction}: condition {index} expects shape (batch, "
-                    f"{', '.join(map(str, shape))}), got {tuple(tensor.shape)}"
-                )
+        return shape
 
-    def _verify(self, k: int, rev: bool, values: Any) -> None:
-        expected = self.shapes[k] if rev else self.shapes[k + 1]
-        received = [tuple(v.shape[1:]) for v in values] if isinstance(values, tuple) else values
-        if received != [expected]:
-            raise InvGraphError(
-                f"SequenceINN block {k} ({type(self.module_list[k]).__name__}, "
-                f"{'inverse' if rev else 'forward'}) returned {received}, expected "
-                f"[{expected}] (a 1-tuple)"
-            )
+    def _declare_condition(self, cond: int, shape: Shape) -> ConditionNode:
+        """The node of condition ``cond``, made on its first use."""
+        self._condition_nodes += [None] * (cond + 1 - len(self._condition_nodes))
+        node = self._condition_nodes[cond]
+        if node is None:
+            node = self._condition_nodes[cond] = ConditionNode(*shape, name=f"c{cond}")
+        return node
 
-    def output_dims(self, input_dims: list[Shape] | None = None) -> list[Shape]:
-        """The shape of the chain's output, ``[shapes[-1]]``."""
-        return [self.shapes[-1]]
-
-    def draw(self, reverse: bool = False, show_shapes: bool = True) -> graphviz.Digraph:
-        """The chain drawn with graphviz; see :func:`invgraph.drawing.draw`."""
-        from ..drawing import draw  # drawing imports the framework: import when called
-
-        return draw(self, reverse=reverse, show_shapes=show_shapes)
-
-    def summary(
-        self, x: Tensor | None = None, c: Tensor | Sequence[Tensor] | None = None
-    ) -> Summary:
-        """A table of blocks, shapes, parameters and, given a batch, log-dets; see
-        :func:`invgraph.drawing.summary`."""
-        from ..drawing import summary
-
-        return summary(self, x, c)
+    def _compile(self) -> None:
+        """The chain's nodes and their plan."""
+        conditions = [c for c in self._condition_nodes if c is not None]
+        nodes = [self._x, *conditions, *self._blocks, self._z]
+        plan = build_plan(nodes, [self._x], [self._z], self._condition_nodes, "SequenceINN")
+        self._adopt(plan)
 
     def __getitem__(self, item: int | slice) -> Any:
         if isinstance(item, int):
@@ -258,6 +177,10 @@ class SequenceINN(InvertibleModule):
         sliced = SequenceINN(
             *first, force_tuple_output=self.force_tuple_output, check_shapes=self.check_shapes
         )
+        for k, condition in enumerate(self._condition_nodes):  # called with the same c
+            if condition is not None:
+                sliced._declare_condition(k, condition.dims)
+        sliced._compile()
         for k in indices:
             module = self.module_list[k]
             cond = self.conditions[k]
@@ -272,17 +195,4 @@ class SequenceINN(InvertibleModule):
         return iter(self.module_list)
 
 
-def _single(tensors: Sequence[Tensor]) -> Tensor:
-    if len(tensors) != 1:
-        raise InvGraphError(f"SequenceINN: takes one input tensor, got {len(tensors)}")
-    return tensors[0]
-
-
-class ReversibleSequential(SequenceINN):
-    """Deprecated alias of :class:`SequenceINN`, kept for FrEIA code."""
-
-    def __init__(self, *dims: int, **kwargs: Any):
-        warnings.warn(
-            "ReversibleSequential is deprecated; use SequenceINN", DeprecationWarning, stacklevel=2
-        )
-        super().__init__(*dims, **kwargs)
+ReversibleSequential = deprecated_alias(SequenceINN, "ReversibleSequential", __name__)

@@ -214,6 +214,41 @@ def test_save_load_state_dict_and_dtype():
     torch.testing.assert_close(log_det64.float(), expected_log_det, atol=1e-4, rtol=1e-4)
 
 
+def test_a_graph_built_with_lambdas_saves_whole():
+    """FrEIA's own examples pass subnet constructors as lambdas; the nodes keep their
+    construction arguments, which cannot be pickled, so the graph is saved without them."""
+
+    def local_subnet(c_in, c_out):
+        return nn.Sequential(nn.Linear(c_in, 8), nn.Tanh(), nn.Linear(8, c_out))
+
+    x, c = ig.InputNode(6, name="x"), ig.ConditionNode(2, name="c")
+    first = ig.Node(
+        x,
+        ig.GLOWCouplingBlock,
+        {"subnet_constructor": lambda c_in, c_out: nn.Linear(c_in, c_out)},
+        conditions=c,
+        name="first",
+    )
+    second = ig.Node(first, ig.RNVPCouplingBlock, {"subnet_constructor": local_subnet})
+    features = ig.FeedForwardNode(c, (3,), lambda: nn.Linear(2, 3), name="features")
+    third = ig.Node(second, ConditionalAffineCoupling, conditions=features, name="third")
+    inn = perturbed(ig.GraphINN([x, c, first, second, features, third, ig.OutputNode(third)]))
+    x_value, c_value = torch.randn(4, 6), torch.randn(4, 2)
+    expected, expected_log_det = inn(x_value, c=c_value)
+
+    buffer = io.BytesIO()
+    torch.save(inn, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    z, log_det = loaded(x_value, c=c_value)
+    torch.testing.assert_close(z, expected)
+    torch.testing.assert_close(log_det, expected_log_det)
+    assert loaded.get_node_by_name("first").module_args is None  # not saved
+    assert loaded.get_node_by_name("features").module_type is nn.Linear
+    assert inn.get_node_by_name("first").module_args is not None  # the original keeps them
+    assert check_block(inn, conditions=c_value, checks=["save_load"]).passed
+
+
 def test_modules_are_called_through_module_list():
     """What nn.DataParallel relies on (FrEIA defect 1): a replica's forward must call the
     replica's modules, not the ones the nodes were built with."""

@@ -244,3 +244,56 @@ def test_torch_compile_runs_it_eagerly_between_compiled_parts():
     _, _, grads_compiled = _gradients(compiled, [x], memory_efficient=True)
     for g, g_compiled in zip(grads, grads_compiled):
         torch.testing.assert_close(g_compiled, g)
+
+
+def _ill_conditioned_chain(offset: float) -> ig.SequenceINN:
+    """A coupling after an ActNorm that adds ``offset``: in float32 the ActNorm's inverse
+    ``(z - offset) e^{-s}`` loses the digits of ``x`` below ``offset``'s rounding step, so
+    the coupling is recomputed at the wrong point in the backward pass."""
+    inn = ig.SequenceINN(6)
+    inn.append(ig.GLOWCouplingBlock, subnet_constructor=DenseSubnet)
+    inn.append(ig.ActNorm, init_data=torch.randn(64, 6))
+    inn.append(ig.GLOWCouplingBlock, subnet_constructor=DenseSubnet)
+    inn = perturbed(inn, scale=0.3)
+    with torch.no_grad():
+        inn[1].bias.add_(offset)  # z = x e^s + b with |b| >> |x|
+    return inn
+
+
+def test_reconstruction_check_names_the_block_that_cannot_be_inverted():
+    x = _images(8, 6, dtype=torch.float32)
+    inn = _ill_conditioned_chain(offset=1e6)
+    # Unchecked, the gradients are silently wrong (rounding step of 1e6 in float32: 0.06).
+    _, _, grads = _gradients(inn, [x])
+    _, _, grads_me = _gradients(inn, [x], memory_efficient=True)
+    worst = max(float((a - b).abs().max() / b.abs().max()) for a, b in zip(grads_me, grads))
+    assert worst > 1e-2
+    inn.reconstruction_tolerance = 1e-3
+    with pytest.raises(
+        ig.InvGraphError,
+        match=r"node '1' \(forward, memory-efficient backward"
+        r"\): its inverse reconstructs its inputs .* relative error of",
+    ):
+        _gradients(inn, [x], memory_efficient=True)
+
+
+def test_reconstruction_check_passes_a_well_conditioned_network_unchanged():
+    x = _images(8, 6, dtype=torch.float32)
+    inn = _ill_conditioned_chain(offset=0.0)
+    inn.reconstruction_tolerance = 1e-4
+    loss, _, grads = _gradients(inn, [x])
+    loss_me, _, grads_me = _gradients(inn, [x], memory_efficient=True)
+    torch.testing.assert_close(loss_me, loss)
+    for g, g_me in zip(grads, grads_me):
+        torch.testing.assert_close(g_me, g, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ig.InvGraphError, match="reconstruction_tolerance must be a positive"):
+        ig.SequenceINN(6, reconstruction_tolerance=0)
+
+
+def test_reconstruction_check_on_the_meta_device_checks_nothing():
+    inn = _ill_conditioned_chain(offset=0.0).to("meta")
+    inn.memory_efficient, inn.reconstruction_tolerance = True, 1e-4
+    x = torch.randn(3, 6, device="meta", requires_grad=True)
+    z, log_det = inn(x)
+    (z.sum() + log_det.sum()).backward()
+    assert x.grad.shape == x.shape

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from registry import ConditionalAffineCoupling
@@ -90,7 +91,11 @@ def test_errors():
     inn = ig.SequenceINN(6)
     with pytest.raises(ig.InvGraphError, match="cond=0 needs cond_shape"):
         inn.append(ConditionalAffineCoupling, cond=0)
-    with pytest.raises(ig.InvGraphError, match=r"expects inputs \[\(8,\)\], but the chain"):
+    with pytest.raises(
+        ig.InvGraphError,
+        match=r"SequenceINN block 0: the built PermuteRandom expects inputs \[\(8,\)\], but its "
+        r"input ports carry \[\(6,\)\]",
+    ):
         inn.append(ig.PermuteRandom([(8,)]))
     with pytest.raises(ig.InvGraphError, match="has 2 outputs"):
         inn.append(ig.Split)
@@ -99,9 +104,13 @@ def test_errors():
         inn.append(ConditionalAffineCoupling, cond=0, cond_shape=(4,))
     with pytest.raises(ig.InvGraphError, match=r"expects shape \(batch, 6\), got \(2, 5\)"):
         inn(torch.randn(2, 5), c=[torch.randn(2, 3)])
-    with pytest.raises(ig.InvGraphError, match=r"expects 1 condition\(s\), got 0"):
+    with pytest.raises(
+        ig.InvGraphError, match=r"forward: expected 1 condition\(s\) for nodes \['c0'\], got 0"
+    ):
         inn(torch.randn(2, 6))
-    with pytest.raises(ig.InvGraphError, match=r"condition 0 expects shape \(batch, 3\)"):
+    with pytest.raises(
+        ig.InvGraphError, match=r"condition node 'c0' expects shape \(batch, 3\), got \(2, 2\)"
+    ):
         inn(torch.randn(2, 6), c=[torch.randn(2, 2)])
 
 
@@ -109,3 +118,74 @@ def test_deprecated_alias():
     with pytest.warns(DeprecationWarning, match="SequenceINN"):
         inn = ig.framework.ReversibleSequential(4)
     assert isinstance(inn, ig.SequenceINN)
+
+
+@pytest.mark.parametrize("dims", [(), (0,), (-3,), (4.0,), ([4],), ("4",), (True,), (4, 0)])
+def test_input_shape_must_be_positive_integers(dims):
+    with pytest.raises(ig.InvGraphError, match=r"SequenceINN: .*e\.g\. SequenceINN"):
+        ig.SequenceINN(*dims)
+
+
+def test_numpy_integers_are_dimensions():
+    inn = ig.SequenceINN(np.int64(3), np.int32(4))
+    assert inn.shapes == [(3, 4)]
+
+
+def test_calls_are_checked_as_a_graph_checks_them():
+    inn = ig.SequenceINN(6)
+    inn.append(ConditionalAffineCoupling, cond=0, cond_shape=(3,))
+    x, c = torch.randn(2, 6), torch.randn(2, 3)
+    with pytest.raises(ig.InvGraphError, match=r"expected 1 condition\(s\) .*\['c0'\], got 2"):
+        inn(x, c=[c, torch.randn(2, 3)])  # an extra condition is refused, not ignored
+    with pytest.raises(ig.InvGraphError, match=r"condition node 'c0' has batch size 5.*has 2"):
+        inn(x, c=torch.randn(5, 3))
+    with pytest.raises(ig.InvGraphError, match=r"got numpy.ndarray.*torch.as_tensor"):
+        inn(x, c=np.zeros((2, 3), dtype=np.float32))
+    with pytest.raises(ig.InvGraphError, match=r"'c0' got numpy.ndarray, not a tensor"):
+        inn(x, c=[np.zeros((2, 3), dtype=np.float32)])
+    with pytest.raises(ig.InvGraphError, match=r"the inputs must be a tensor .* got numpy"):
+        inn(np.zeros((2, 6), dtype=np.float32), c=c)
+    with pytest.raises(ig.InvGraphError, match=r"expected 1 inputs for nodes \['x'\], got 2"):
+        inn([x, x], c=c)
+
+
+def test_a_condition_index_no_block_reads_takes_any_tensor_of_the_batch():
+    inn = ig.SequenceINN(6)
+    inn.append(ConditionalAffineCoupling, cond=1, cond_shape=(3,))
+    assert inn.dims_c == [None, (3,)]
+    x, c1 = torch.randn(2, 6), torch.randn(2, 3)
+    z, _ = inn(x, c=[torch.randn(2, 7, 7), c1])
+    torch.testing.assert_close(z, inn[0]((x,), c=(c1,))[0][0])
+    with pytest.raises(ig.InvGraphError, match=r"condition node '#0' has batch size 4"):
+        inn(x, c=[torch.randn(4, 7), c1])
+
+
+def test_intermediate_outputs_and_error_notes_as_in_a_graph():
+    inn = conditional_chain()
+    x, c = torch.randn(4, 2, 4, 4), [torch.randn(4, 2), torch.randn(4, 3)]
+    ports, log_dets = inn(x, c=c, intermediate_outputs=True)
+    names = {node.name: node for node in inn.node_list}
+    # Conditions appear where a block first reads them; the plan takes them in index order.
+    assert [node.name for node in inn.node_list] == ["x", "0", "1", "c1", "2", "3", "c0", "4", "z"]
+    assert inn.plan.conditions.names == ("c0", "c1")
+    torch.testing.assert_close(ports[names["4"], 0], inn(x, c=c)[0])
+    assert ports[names["1"], 0].shape == (4, 32)
+    total = sum(log_det + torch.zeros(4) for log_det in log_dets.values())
+    torch.testing.assert_close(total, inn(x, c=c)[1])
+
+    inn.check_shapes = False
+    with pytest.raises(RuntimeError) as info:
+        inn(x, c=[c[0], torch.randn(4, 5)])  # condition 1 of the wrong width reaches block 2
+    assert any("raised in node 2: [(32,)] | c=[(3,)]" in note for note in info.value.__notes__)
+
+
+def test_append_leaves_the_chain_unchanged_when_it_fails():
+    inn = ig.SequenceINN(6)
+    inn.append(ig.PermuteRandom, seed=0)
+    with pytest.raises(ig.InvGraphError, match="has 2 outputs"):
+        inn.append(ig.Split)
+    with pytest.raises(ig.InvGraphError, match=r"SequenceINN block 1: .*not an invertible block"):
+        inn.append(torch.nn.Linear, in_features=6, out_features=6)
+    assert len(inn) == 1 and inn.shapes == [(6,), (6,)] and inn.dims_c == []
+    x = torch.randn(2, 6)
+    torch.testing.assert_close(inn(inn(x)[0], rev=True)[0], x)

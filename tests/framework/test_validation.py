@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from registry import ConditionalAffineCoupling
+from torch import nn
 
 import invgraph as ig
 from invgraph.modules import InvertibleModule
@@ -190,3 +192,61 @@ def test_condition_wired_to_a_block_without_conditions():
     x, c = ig.InputNode(6, name="x"), ig.ConditionNode(2, name="c")
     with pytest.raises(ig.InvGraphError, match=r"'p'.*PermuteRandom: takes no conditions.*\(2,\)"):
         ig.Node(x, ig.PermuteRandom, conditions=c, name="p")
+
+
+def test_a_numpy_array_is_not_read_as_a_list_of_inputs():
+    inn = chain(ig.PermuteRandom)
+    array = np.zeros((2, 6), dtype=np.float32)
+    with pytest.raises(ig.InvGraphError, match=r"GraphINN forward: the inputs must be .*numpy"):
+        inn(array)
+    with pytest.raises(ig.InvGraphError, match=r"node 'x' got numpy.ndarray, not a tensor"):
+        inn([array])
+    with pytest.raises(ig.InvGraphError, match=r"GraphINN inverse: the latents must be"):
+        inn(array, rev=True)
+
+
+def test_data_must_be_floating_point_and_on_one_device():
+    inn = chain(ig.PermuteRandom)
+    with pytest.raises(ig.InvGraphError, match=r"node 'x' got a tensor of dtype torch.int64"):
+        inn(torch.ones(2, 6, dtype=torch.long))
+    c = ig.ConditionNode(3, name="c")
+    x = ig.InputNode(6, name="x")
+    coupling = ig.Node(x, ConditionalAffineCoupling, conditions=c, name="coupling")
+    conditional = ig.GraphINN([x, c, coupling, ig.OutputNode(coupling, name="z")])
+    with pytest.raises(ig.InvGraphError, match=r"'c' is on device meta, but the first .* cpu"):
+        conditional(torch.randn(2, 6), c=torch.randn(2, 3, device="meta"))
+    with pytest.raises(ig.InvGraphError, match=r"'c' expects shape \(batch, 3\), got \(\)"):
+        conditional(torch.randn(2, 6), c=torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("module_type", [nn.Linear, nn.Identity, nn.Linear(6, 6)])
+def test_a_plain_network_is_not_a_block(module_type):
+    x = ig.InputNode(6, name="x")
+    with pytest.raises(
+        ig.InvGraphError,
+        match=r"Node 'lin': torch.nn.*(Linear|Identity) is "
+        r"not an invertible block .*FeedForwardNode",
+    ):
+        ig.Node(x, module_type, name="lin")
+    assert x.outputs == [None]  # the failed node claimed nothing
+
+
+def test_factories_and_misspelt_arguments():
+    x = ig.InputNode(6, name="x")
+    with pytest.raises(
+        ig.InvGraphError,
+        match=r"Node 'p': PermuteRandom\(\[\(6,\)\], sed=...\) "
+        r"raised TypeError: .*'sed'",
+    ):
+        ig.Node(x, ig.PermuteRandom, {"sed": 0}, name="p")
+    with pytest.raises(
+        ig.InvGraphError,
+        match=r"module_type <lambda> returned an object of "
+        r"type torch.nn.modules.linear.Linear is not an invertible block",
+    ):
+        ig.Node(x, lambda dims: nn.Linear(6, 6), name="f")
+    with pytest.raises(ig.InvGraphError, match=r"module_type must be an InvertibleModule class"):
+        ig.Node(x, "PermuteRandom", name="s")
+    # A factory returning a block works, as in FrEIA.
+    node = ig.Node(x, lambda dims, seed: ig.PermuteRandom(dims, seed=seed), {"seed": 1})
+    assert isinstance(node.module, ig.PermuteRandom)
