@@ -225,7 +225,9 @@ def is_nodes(obj: Any) -> bool:
     )
 
 
-def load_network(target: str, command: str) -> InvertibleNetwork | AbstractNode | list:
+def load_network(
+    target: str, command: str
+) -> InvertibleNetwork | AbstractNode | list[AbstractNode]:
     """:func:`load`, refusing anything but a network or nodes (for ``draw`` and ``summary``)."""
     obj = load(target)
     if isinstance(obj, InvertibleNetwork) or is_nodes(obj):

@@ -21,6 +21,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -163,7 +164,7 @@ def _parser() -> argparse.ArgumentParser:
         "--traceback", action="store_true", help="show the full traceback of an error"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    target = {
+    target: dict[str, Any] = {
         "metavar": "MODULE:CALLABLE",
         "help": "a callable with no arguments, in a module (pkg.mod) or a file (path/to/file.py)",
     }

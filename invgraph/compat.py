@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from .errors import InvGraphError
 
@@ -86,7 +86,8 @@ def deprecated_alias(
         for key, reason in refusals.items():
             if kwargs.pop(key, None) is not None:
                 raise InvGraphError(f"{name}: {key} is not supported; {reason}")
-        cls.__init__(self, *args, **kwargs)
+        # cls's own __init__ on purpose (mypy calls __init__ through a class object unsound)
+        cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
 
     init: Callable[..., None] = __init__
     return type(  # type: ignore[return-value]
@@ -149,11 +150,9 @@ def drop_fixed_tensor(
         )
 
 
-def drop_householder_matrix(
-    module: nn.Module, state_dict: MutableMapping[str, Tensor], prefix: str, *_: object
-) -> None:
-    """A load-state-dict pre-hook: FrEIA's fixed ``HouseholderPerm`` also saves the product
-    of its reflections (``W``, ``weight``), which invgraph never assembles."""
+def drop_householder_matrix(state_dict: MutableMapping[str, Tensor], prefix: str) -> None:
+    """Drop what FrEIA's fixed ``HouseholderPerm`` also saves: the product of its
+    reflections (``W``, ``weight``), which invgraph never assembles."""
     for key in ("W", "weight"):
         state_dict.pop(prefix + key, None)
 

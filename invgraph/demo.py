@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -68,7 +68,9 @@ def demo_flow(blocks: int = 8, seed: int = 0) -> GraphINN:
     return GraphINN(nodes)
 
 
-def run_demo(output: str | os.PathLike = "invgraph-demo", steps: int = 600, seed: int = 0) -> float:
+def run_demo(
+    output: str | os.PathLike[str] = "invgraph-demo", steps: int = 600, seed: int = 0
+) -> float:
     """Train :func:`demo_flow` on two moons; write ``samples.png``, ``density.png`` and
     ``graph.svg`` (``graph.dot`` without Graphviz's ``dot``) to ``output``; print the test
     NLL; return it (nats).
@@ -175,7 +177,8 @@ _LIMITS = {"xlim": (-3.5, 3.5), "ylim": (-2.2, 2.8)}
 
 def _plot_samples(figure: Any, density: FlowDensity, rng: np.random.Generator) -> Any:
     """Data and samples side by side; sampling runs the flow in reverse on ``z ~ N(0, I)``."""
-    data, samples = two_moons(2_000, rng).numpy(), density.sample(2_000).numpy()
+    data = two_moons(2_000, rng).numpy()
+    samples = cast(torch.Tensor, density.sample(2_000)).numpy()  # one input: a bare tensor
     titles = ("data (two moons)", "samples from the flow")
     for axes, points, title in zip(figure.subplots(1, 2, sharey=True), (data, samples), titles):
         axes.scatter(points[:, 0], points[:, 1], s=2, alpha=0.5, color="#1f5fa0")

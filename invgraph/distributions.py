@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import itertools
 import math
-import operator
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
+from torch.distributions.constraints import Constraint
 
+from ._checks import as_integer
 from .errors import InvGraphError
 from .framework.execution import batch_log_det
 from .modules.base import InvertibleModule, Shape, call_block
@@ -48,7 +49,9 @@ def _as_tuple(tensors: Tensor | Sequence[Tensor] | None) -> tuple[Tensor, ...]:
     return (tensors,) if isinstance(tensors, Tensor) else tuple(tensors)
 
 
-def _broadcast_conditions(c: Conditions, dims_c: Sequence[Shape], n: int, who: str) -> tuple:
+def _broadcast_conditions(
+    c: Conditions, dims_c: Sequence[Shape], n: int, who: str
+) -> tuple[Tensor, ...]:
     """Conditions for a batch of ``n``: each of shape ``(n, *dims)``, ``(1, *dims)`` or
     ``dims`` (the last two are one observation, expanded to ``n`` without a copy)."""
     conditions = _as_tuple(c)
@@ -104,12 +107,7 @@ def standard_normal_log_prob(z: Tensor, event_dims: int | None = None) -> Tensor
 def _sample_count(n: object, who: str, minimum: int = 0) -> int:
     """``n`` as a number of samples: a Python or NumPy integer (or a 0-dim integer tensor)
     of at least ``minimum``; bools, floats and anything else are refused."""
-    try:
-        count = None if isinstance(n, bool) else operator.index(n)  # type: ignore[arg-type]
-    except TypeError:
-        count = None
-    if isinstance(n, Tensor) and n.dtype == torch.bool:
-        count = None
+    count = as_integer(n)
     if count is None or count < minimum:
         raise InvGraphError(
             f"{who}: n must be an integer >= {minimum} (the number of samples), received "
@@ -118,7 +116,7 @@ def _sample_count(n: object, who: str, minimum: int = 0) -> int:
     return count
 
 
-class StandardNormalDistribution(Independent):
+class StandardNormalDistribution(Independent[Normal]):
     r"""The standard normal :math:`\mathcal{N}(0, I)` over tensors of shape ``event_shape``.
 
     FrEIA master's class: an :class:`~torch.distributions.Independent` normal whose event
@@ -149,6 +147,8 @@ class _StandardNormal(nn.Module):
 
     A non-persistent buffer carries the device and dtype, so ``.to(...)`` moves it and the
     state dict is unchanged."""
+
+    _anchor: Tensor
 
     def __init__(self, shape: Shape, like: Tensor | None = None):
         super().__init__()
@@ -416,7 +416,7 @@ class PushForwardDistribution(Distribution):
         (torch.Size([2, 5, 3]), torch.Size([4]))
     """
 
-    arg_constraints: ClassVar[dict] = {}
+    arg_constraints: ClassVar[dict[str, Constraint]] = {}
 
     def __init__(self, base_distribution: Any, transform: InvertibleModule):
         dims_in = [tuple(d) for d in transform.dims_in]

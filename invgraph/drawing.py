@@ -20,9 +20,9 @@ import html
 import io
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, Union, cast
 
 import graphviz
 import networkx as nx
@@ -205,7 +205,7 @@ def _label_lines(
     if node.module is None:
         shapes = node.input_dims if isinstance(node, OutputNode) else node.output_dims
         lines.append(f"{_block_name(node)} {_shape(shapes[0])}")
-        if kind == "latent":
+        if kind == "latent" and isinstance(node, OutputNode):  # a latent is an output node
             lines.append(f"latent, leaves at depth {latents[node]}")
         return lines
     block = _block_name(node)
@@ -269,7 +269,11 @@ def picture(graph: Drawable, reverse: bool = False, show_shapes: bool = True) ->
         boxes[node] = label.get_bbox_patch()
     for tail, head, shape, condition in edges:
         color = _CONDITION_EDGE["color"] if condition else "#333333"
-        arrow = {"arrowstyle": "-|>", "color": color, "ls": "--" if condition else "-"}
+        arrow: dict[str, Any] = {
+            "arrowstyle": "-|>",
+            "color": color,
+            "ls": "--" if condition else "-",
+        }
         arrow |= {"patchA": boxes[tail], "patchB": boxes[head], "shrinkA": 2, "shrinkB": 2}
         axes.annotate("", position[head], position[tail], arrowprops=arrow, zorder=4)
         if show_shapes:
@@ -298,7 +302,9 @@ def _layered_layout(
     return position
 
 
-def plot_graph(nodes: Drawable, path: str | os.PathLike = "graphs", filename: str = "graph") -> str:
+def plot_graph(
+    nodes: Drawable, path: str | os.PathLike[str] = "graphs", filename: str = "graph"
+) -> str:
     """Write a drawing of the graph to ``path/filename.pdf``, as FrEIA's ``plot_graph``.
 
     The DOT source is written next to it as ``path/filename``, as FrEIA does. Unlike
@@ -494,7 +500,7 @@ def summary(
                 output_shapes=tuple(node.output_dims),
                 parameters=parameters,
                 trainable=trainable,
-                latent_depth=latents.get(node),
+                latent_depth=latents.get(node) if isinstance(node, OutputNode) else None,
                 log_det_mean=None if log_det is None else float(log_det.mean()),
                 log_det_std=None if log_det is None else float(log_det.std(correction=0)),
             )
@@ -519,13 +525,15 @@ def _log_dets(
     A network runs its own plan; nodes are compiled into one first. Either way the call is
     checked as a network checks it, and runs on the standard executor.
     """
+    owner: Callable[[int], AbstractNode]
     plan = getattr(graph, "plan", None)
     if plan is not None:  # a network
-        modules, owner = list(graph.module_list), graph.module_position_to_node
+        network = cast("InvertibleNetwork", graph)
+        modules, owner = list(network.module_list), network.module_position_to_node
     else:
         compiled = plan_graph(nodes, "summary")
         plan, owner = compiled.plan, compiled.module_nodes.__getitem__
-        modules = [node.module for node in compiled.module_nodes]
+        modules = [node.module for node in compiled.module_nodes if node.module is not None]
     entries, conditions = as_tensors(x, "x", "summary"), as_tensors(c, "c", "summary")
     check_call(plan, entries, conditions, False, "summary")
     with torch.no_grad():

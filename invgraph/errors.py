@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 __all__ = ["InvGraphError", "add_note"]
 
 
@@ -37,7 +39,7 @@ def add_note(error: BaseException, note: str) -> None:
         >>> error.__notes__
         ["raised in node 'coupling'"]
     """
-    if hasattr(error, "add_note"):
+    if sys.version_info >= (3, 11):
         error.add_note(note)
-    else:  # Python 3.10
-        error.__notes__ = [*getattr(error, "__notes__", []), note]
+    else:  # Python 3.10: typeshed declares __notes__ from 3.11 on
+        error.__notes__ = [*getattr(error, "__notes__", []), note]  # type: ignore[attr-defined]

@@ -10,7 +10,7 @@ the zero-padded inputs of their augmented-latent networks, and
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -31,12 +31,13 @@ KernelName = Literal["inverse_multiquadric", "gaussian"]
 Estimator = Literal["biased", "unbiased"]
 
 
+# A tensor, not sum()'s 0 for no terms: _kernel_matrix refuses empty widths.
 def _inverse_multiquadric(d2: Tensor, widths: Sequence[float]) -> Tensor:
-    return sum(1.0 / (1.0 + d2 / (h * h)) for h in widths)
+    return cast(Tensor, sum(1.0 / (1.0 + d2 / (h * h)) for h in widths))
 
 
 def _gaussian(d2: Tensor, widths: Sequence[float]) -> Tensor:
-    return sum(torch.exp(d2 / (-2.0 * h * h)) for h in widths)
+    return cast(Tensor, sum(torch.exp(d2 / (-2.0 * h * h)) for h in widths))
 
 
 _KERNELS = {"inverse_multiquadric": _inverse_multiquadric, "gaussian": _gaussian}

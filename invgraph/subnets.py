@@ -72,9 +72,8 @@ def _activation(owner: str, activation: Activation) -> nn.Module:
 
 
 def _zero_last(sequence: nn.Sequential) -> None:
-    last = sequence[-1]
-    nn.init.zeros_(last.weight)
-    nn.init.zeros_(last.bias)
+    for tensor in sequence[-1].parameters():  # the last Linear or Conv2d: weight and bias
+        nn.init.zeros_(tensor)
 
 
 class MLP(nn.Sequential):

@@ -25,6 +25,7 @@ import io
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar, cast
 
 import torch
 from torch import Tensor
@@ -51,6 +52,8 @@ __all__ = [
 ]
 
 Tensors = Sequence[Tensor] | Tensor | None
+_T = TypeVar("_T")
+_P = ParamSpec("_P")
 _TOLERANCES = {  # dtype: (round trip, log-det)
     torch.float64: (1e-10, 1e-8),
     torch.float32: (1e-5, 1e-3),
@@ -137,12 +140,12 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
-def _check(body: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
+def _check(body: Callable[_P, CheckResult]) -> Callable[_P, CheckResult]:
     """Register a check in :data:`CHECKS`; an exception inside it becomes its failure."""
     name = body.__name__.removeprefix("check_")
 
     @functools.wraps(body)
-    def run(*args, **kwargs) -> CheckResult:
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> CheckResult:
         try:
             return body(*args, **kwargs)
         except _Failed as failure:
@@ -154,7 +157,9 @@ def _check(body: Callable[..., CheckResult]) -> Callable[..., CheckResult]:
     return run
 
 
-def _both_ways(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], jac=True):
+def _both_ways(
+    block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], jac: bool = True
+) -> tuple[tuple[Tensor, ...], LogDet, tuple[Tensor, ...], LogDet]:
     """``z, log_det(x), f^{-1}(z), log_det(z)``, without gradients, on copies of the inputs."""
     cs = [c.clone() for c in cs]  # an in-place edit is inputs_unmodified's finding only
     with torch.no_grad():
@@ -163,7 +168,9 @@ def _both_ways(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tenso
     return zs, forward, x_back, inverse
 
 
-def _inputs(block: InvertibleModule, inputs: Tensors, conditions: Tensors, batch=3, seed=0):
+def _inputs(
+    block: InvertibleModule, inputs: Tensors, conditions: Tensors, batch: int = 3, seed: int = 0
+) -> tuple[Sequence[Tensor], Sequence[Tensor]]:
     """Inputs and conditions as tuples; missing ones are drawn like the given ones or the block."""
 
     def as_tuple(tensors: Tensors) -> tuple[Tensor, ...]:
@@ -236,7 +243,9 @@ def check_inverse(
     return CheckResult("inverse", max(errors) <= tol, max(errors), tol, message)
 
 
-def _exact_log_det(block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], rev: bool):
+def _exact_log_det(
+    block: InvertibleModule, xs: Sequence[Tensor], cs: Sequence[Tensor], rev: bool
+) -> Tensor:
     """Per-sample ``log|det J|`` of the block's map (at batch 1), from its exact Jacobian."""
     shapes = [t.shape[1:] for t in xs]
     values = []
@@ -410,7 +419,8 @@ def check_log_det_shape(
     """
     xs, cs = _inputs(block, inputs, conditions)
     batch, graph = len(xs[0]), isinstance(block, InvertibleNetwork)
-    shapes, problems = [(batch,)] if graph else [(batch,), ()], []
+    shapes: list[tuple[int, ...]] = [(batch,)] if graph else [(batch,), ()]
+    problems = []
     dtype, device = torch.promote_types(xs[0].dtype, torch.float32), xs[0].device
     for jac in (True, False):
         _, forward, _, inverse = _both_ways(block, xs, cs, jac=jac)
@@ -470,7 +480,9 @@ def check_empty_batch(
         if shapes != expected:
             problems.append(f"{direction}: outputs {shapes}, expected {expected}")
         per_sample = isinstance(log_det, Tensor) and log_det.dim() > 0
-        wanted = [(0, *log_det.shape[1:])] if per_sample else [(0,), ()]
+        wanted = (
+            [(0, *log_det.shape[1:])] if per_sample and isinstance(log_det, Tensor) else [(0,), ()]
+        )
         shape = tuple(got_log_det.shape) if isinstance(got_log_det, Tensor) else None
         constant = shape is None and isinstance(got_log_det, int | float)
         if shape not in wanted and not (constant and not per_sample):
@@ -500,7 +512,7 @@ def check_save_load(
     xs, cs = _inputs(block, inputs, conditions)
     tol = _tol(tol, xs, 0)
 
-    def round_trip(obj: object, what: str, weights_only: bool) -> object:
+    def round_trip(obj: _T, what: str, weights_only: bool) -> _T:
         buffer = io.BytesIO()
         try:
             torch.save(obj, buffer)
@@ -555,7 +567,8 @@ def check_meta_device(
         log_dets = [log_det] if isinstance(log_det, Tensor) else []
         if any(t.device.type != "meta" for t in (*outs, *log_dets)):
             problems.append(f"{direction} returned tensors off the meta device")
-        loss = sum(o.sum() for o in outs) + sum(ld.sum() for ld in log_dets)
+        # a tensor, not sum()'s 0 for no terms: a block has outputs
+        loss = cast(Tensor, sum(o.sum() for o in outs) + sum(ld.sum() for ld in log_dets))
         if loss.requires_grad:
             loss.backward()
         else:

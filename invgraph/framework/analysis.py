@@ -179,7 +179,8 @@ def freia_module_order(nodes: list[AbstractNode]) -> list[AbstractNode]:
     creation order. A chain's order is its own.
     """
     pending_consumers = {id(n): sum(consumer is not None for consumer in n.outputs) for n in nodes}
-    queue, visited = deque(n for n in nodes if isinstance(n, OutputNode)), []
+    queue: deque[AbstractNode] = deque(n for n in nodes if isinstance(n, OutputNode))
+    visited: list[AbstractNode] = []
     while queue:
         node = queue.popleft()
         visited.append(node)
@@ -233,10 +234,11 @@ def nodes_of(graph: object, owner: str) -> list[AbstractNode]:
         return list(node_list)
     given = [graph] if isinstance(graph, AbstractNode) else graph
     items = list(given) if isinstance(given, Iterable) else [given]
+    found = [item for item in items if isinstance(item, AbstractNode)]
     strangers = [item for item in items if not isinstance(item, AbstractNode)]
     if strangers or not items:
         raise InvGraphError(
             f"{owner}: expected a GraphINN, a SequenceINN or nodes, got "
             f"{type(graph).__name__}" + (f" containing {strangers[0]!r}" if strangers else "")
         )
-    return collect_nodes(*items)
+    return collect_nodes(*found)

@@ -7,7 +7,8 @@ block) and :func:`~invgraph.framework.memory_efficient.run_memory_efficient` (th
 pass reconstructs activations instead of storing them). Both use the hooks below, so they
 agree on what they check and report:
 
-* :func:`fill_slots`: the call's tensors into their slots;
+* :func:`fill_slots`: the call's tensors into their slots (:func:`data_slots`: where the
+  entries and exits are);
 * :func:`verify_step`: a block's outputs against the plan's shapes, on a network's first
   call in each direction (``verify=True``);
 * :func:`note_failure`: an error raised inside a block gets a note naming the node;
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import InvGraphError, add_note
 from .nodes import format_shapes
-from .plan import Plan, Step, StepKind
+from .plan import Boundary, Plan, Step, StepKind
 
 __all__ = [
     "Call",
@@ -34,6 +35,7 @@ __all__ = [
     "as_tensors",
     "batch_log_det",
     "check_call",
+    "data_slots",
     "fill_slots",
     "note_failure",
     "run_standard",
@@ -135,7 +137,7 @@ def run_standard(call: Call, entries: Sequence[Tensor], conditions: Sequence[Ten
         if step is not None:
             note_failure(error, step, rev)
         raise
-    exits = tuple(slots[slot] for slot in plan.exits(rev).slots)
+    exits = tuple(slots[slot] for slot in data_slots(plan.exits(rev)))
     log_det = batch_log_det(entries[0], log_det, jac)
     return Run(exits, log_det, slots if call.keep else None, log_dets)
 
@@ -222,16 +224,21 @@ def check_call(
 
 
 # ---------------------------------------------------------------------- shared hooks
+def data_slots(boundary: Boundary) -> tuple[int, ...]:
+    """The slots of a plan's inputs or outputs: each has one (only a condition may not)."""
+    return cast("tuple[int, ...]", boundary.slots)
+
+
 def fill_slots(
     plan: Plan, entries: Sequence[Tensor], conditions: Sequence[Tensor], rev: bool
 ) -> list[Any]:
     """A slot table with the call's entry tensors and conditions in place."""
     slots: list[Any] = [None] * len(plan.slot_shapes)
-    for slot, tensor in zip(plan.entries(rev).slots, entries):
+    for slot, tensor in zip(data_slots(plan.entries(rev)), entries):
         slots[slot] = tensor
-    for slot, tensor in zip(plan.conditions.slots, conditions):
-        if slot is not None:  # a condition index that no block reads
-            slots[slot] = tensor
+    for condition_slot, tensor in zip(plan.conditions.slots, conditions):
+        if condition_slot is not None:  # a condition index that no block reads
+            slots[condition_slot] = tensor
     return slots
 
 

@@ -51,6 +51,7 @@ from .execution import (
     Run,
     add_log_det,
     batch_log_det,
+    data_slots,
     fill_slots,
     note_failure,
     verify_step,
@@ -141,7 +142,12 @@ class _RandomState:
 
 
 class _Autocast:
-    """The autocast state of the call, to be restored in the backward pass."""
+    """The autocast state of the call, to be restored in the backward pass.
+
+    The recomputation runs with autocast's cast cache off: the forward pass ran without
+    gradients, and casts it cached (torch 2.4-2.6 caches them) would reach the
+    recomputed blocks as constants, cutting the parameters' gradients.
+    """
 
     def __init__(self, device_type: str):
         self.device_types = dict.fromkeys([device_type, "cpu"])
@@ -150,13 +156,12 @@ class _Autocast:
             for kind in self.device_types
             if kind != "meta"
         ]
-        self.cache = torch.is_autocast_cache_enabled()
 
     def __call__(self) -> ExitStack:
         stack = ExitStack()
         for kind, enabled, dtype in self.states:
             stack.enter_context(
-                torch.autocast(kind, dtype=dtype, enabled=enabled, cache_enabled=self.cache)
+                torch.autocast(kind, dtype=dtype, enabled=enabled, cache_enabled=False)
             )
         return stack
 
@@ -173,14 +178,16 @@ def _check_reconstruction(
     call: Call, step: Step, slot: int, rebuilt: Tensor, sketch: Tensor
 ) -> None:
     """Raise if ``rebuilt`` differs from the tensor whose sketch is ``sketch``."""
+    tolerance = call.tolerance
+    assert tolerance is not None  # sketches are taken only when a tolerance is set
     error = (_sketch(rebuilt) - sketch).norm(dim=1) / (sketch.norm(dim=1) + 1e-30)
     worst = float(error.max()) if error.numel() else 0.0
-    if not worst <= call.tolerance:  # NaN included
+    if not worst <= tolerance:  # NaN included
         direction = "inverse" if call.rev else "forward"
         raise InvGraphError(
             f"node {step.name!r} ({direction}, memory-efficient backward): its inverse "
             f"reconstructs its inputs (slot {slot}, shape {call.plan.slot_shapes[slot]}) with a "
-            f"relative error of {worst:.3g} > reconstruction_tolerance={call.tolerance:g}. "
+            f"relative error of {worst:.3g} > reconstruction_tolerance={tolerance:g}. "
             f"The network has become too ill-conditioned to invert in this precision, so "
             f"the gradients would be wrong: train this step with memory_efficient=False, in "
             f"float64, or with smaller clamps"
@@ -191,7 +198,9 @@ class _ReverseReconstruction(torch.autograd.Function):
     """The whole plan as one autograd function whose backward reconstructs activations."""
 
     @staticmethod
-    def forward(ctx: Any, call: Call, n_entries: int, n_conditions: int, *tensors: Tensor):
+    def forward(
+        ctx: Any, call: Call, n_entries: int, n_conditions: int, *tensors: Tensor
+    ) -> tuple[Tensor, ...]:
         entries = tensors[:n_entries]
         conditions = tensors[n_entries : n_entries + n_conditions]
         device = entries[0].device
@@ -233,7 +242,7 @@ class _ReverseReconstruction(torch.autograd.Function):
             if call.jac and step.kind is not _FEED_FORWARD:
                 log_det = add_log_det(log_det, block_log_det)
 
-        exits = tuple(slots[slot] for slot in call.plan.exits(call.rev).slots)
+        exits = tuple(slots[slot] for slot in data_slots(call.plan.exits(call.rev)))
         # An exit that is an entry unchanged must be a new tensor for autograd.
         exits = tuple(t.clone() if any(t is e for e in entries) else t for t in exits)
 
@@ -249,7 +258,7 @@ class _ReverseReconstruction(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: Any, *grads: Tensor):
+    def backward(ctx: Any, *grads: Tensor) -> tuple[Tensor | None, ...]:
         return _Backward(ctx, grads).run()
 
 
@@ -261,7 +270,7 @@ class _Backward:
         plan = call.plan
         self.ctx, self.call = ctx, call
         self.grad_log_det = grads[-1]
-        exit_slots = plan.exits(call.rev).slots
+        exit_slots = data_slots(plan.exits(call.rev))
         saved = ctx.saved_tensors
         n_slots = len(plan.slot_shapes)
         self.values: list[Any] = [None] * n_slots
@@ -273,9 +282,9 @@ class _Backward:
 
         self.entry_slots = plan.entries(call.rev).slots + plan.conditions.slots
         self.needs: list[bool] = [False] * n_slots
-        for slot, flag in zip(self.entry_slots, ctx.needs_input_grad[3:]):
-            if slot is not None:  # after call, n_entries, n_conditions
-                self.needs[slot] = flag
+        for entry_slot, flag in zip(self.entry_slots, ctx.needs_input_grad[3:]):
+            if entry_slot is not None:  # after call, n_entries, n_conditions
+                self.needs[entry_slot] = flag
         self.parameters = _trainable_parameters(call.modules)
         self.parameter_index = {id(p): k for k, p in enumerate(self.parameters)}
         self.parameter_grads: list[Tensor | None] = [None] * len(self.parameters)
@@ -357,7 +366,7 @@ class _Backward:
             (s, t) for s, t in zip(step.reads + step.conditions, data + conds) if t.requires_grad
         ]
         results = torch.autograd.grad(
-            targets, [t for _, t in wanted] + own, target_grads, allow_unused=True
+            targets, [*(t for _, t in wanted), *own], target_grads, allow_unused=True
         )
         for (slot, _), grad in zip(wanted, results[: len(wanted)]):
             self.slot_grads[slot] = _accumulate(self.slot_grads[slot], grad)

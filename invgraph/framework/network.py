@@ -95,9 +95,11 @@ class InvertibleNetwork(InvertibleModule):
         self.in_nodes: list[InputNode] = compiled.inputs
         self.out_nodes: list[OutputNode] = compiled.outputs
         self.condition_nodes: list[ConditionNode] = [n for n in compiled.conditions if n]
-        self.module_list = nn.ModuleList([n.module for n in compiled.module_nodes])
+        modules = [n.module for n in compiled.module_nodes if n.module is not None]  # each has one
+        self.module_list = nn.ModuleList(modules)
         self.dims_in = [s for s in plan.inputs.shapes if s is not None]
-        self.dims_c = list(plan.conditions.shapes)
+        # None for a condition index no block reads (a SequenceINN's): any shape is accepted
+        self.dims_c = list(plan.conditions.shapes)  # type: ignore[arg-type]
         self._module_nodes = compiled.module_nodes
         self._ports: list[Port] = compiled.ports
         self._outputs_verified = [False, False]  # per direction: block outputs checked once

@@ -8,12 +8,12 @@ reported at the line that makes it, not deep inside a training step.
 from __future__ import annotations
 
 import itertools
-import operator
 from collections.abc import Iterable, Sequence
 from typing import Any, Union
 
 from torch import nn
 
+from .._checks import as_integer
 from ..errors import InvGraphError
 from ..modules.base import InvertibleModule, Shape
 
@@ -39,9 +39,9 @@ PortLike = Union["AbstractNode", Port]
 _creation_order = itertools.count()
 
 
-def format_shapes(shapes: Sequence[Shape]) -> str:
-    """``[(4, 8, 8), (16,)]``: how messages show a list of shapes."""
-    return "[" + ", ".join(str(tuple(s)) for s in shapes) + "]"
+def format_shapes(shapes: Sequence[Shape | None]) -> str:
+    """``[(4, 8, 8), (16,)]``: how messages show a list of shapes (``None``: any shape)."""
+    return "[" + ", ".join("None" if s is None else str(tuple(s)) for s in shapes) + "]"
 
 
 def port_name(port: Port) -> str:
@@ -232,9 +232,11 @@ class Node(AbstractNode):
     Arguments:
         inputs: The data ports the block consumes: a node (its port 0), a ``(node, i)``
             port such as ``node.out1``, or a list of those.
-        module_type: An :class:`~invgraph.modules.InvertibleModule` class, built as
+        module_type: An :class:`~invgraph.modules.InvertibleModule` class (or a function
+            returning a block), built as
             ``module_type(input_dims, dims_c=condition_dims, **module_args)``, or an
-            already built block whose ``dims_in`` match the inputs.
+            already built block whose ``dims_in`` match the inputs. Anything else, such as
+            a plain ``nn.Module``, is refused with an explanation.
         module_args: Keyword arguments for ``module_type``.
         conditions: Condition ports: from a :class:`ConditionNode`, a
             :class:`FeedForwardNode`, or any data port in the graph (a condition does not
@@ -271,7 +273,11 @@ class Node(AbstractNode):
                 f"{format_shapes(expected)}, but its input ports carry "
                 f"{format_shapes(self.input_dims)}"
             )
-        if [tuple(d) for d in given.dims_c] != self.condition_dims:
+        declared: Sequence[Shape | None] = given.dims_c  # None: a network's unread condition
+        if len(declared) != len(self.condition_dims) or any(
+            shape is not None and tuple(shape) != port
+            for shape, port in zip(declared, self.condition_dims)
+        ):
             raise InvGraphError(
                 f"{self._label()}: the built {type(given).__name__} expects conditions "
                 f"{format_shapes(given.dims_c)}, but its condition ports carry "
@@ -322,9 +328,10 @@ def _not_invertible(kind: type) -> str:
     return text
 
 
-def _refuse_bare_single_output(node: AbstractNode, module: nn.Module) -> None:
+def _refuse_bare_single_output(node: AbstractNode, module: InvertibleModule) -> None:
     """A nested graph must return tuples, as every block does."""
-    if getattr(module, "force_tuple_output", True) is False and len(module.output_dims()) == 1:
+    bare = getattr(module, "force_tuple_output", True) is False
+    if bare and len(module.output_dims(list(module.dims_in))) == 1:
         raise InvGraphError(
             f"{node._label()}: a nested {type(module).__name__} with one output returns a "
             f"bare tensor; build it with force_tuple_output=True to use it as a block"
@@ -346,11 +353,8 @@ def sample_shape(dims: Sequence[Any], owner: str, example: str) -> Shape:
         )
     shape = []
     for d in dims:
-        try:
-            size = operator.index(d)  # ints and NumPy integers; not 4.0, "4" or [4]
-        except TypeError:
-            size = 0
-        if isinstance(d, bool) or size < 1:
+        size = as_integer(d)  # ints and NumPy integers; not True, 4.0, "4" or [4]
+        if size is None or size < 1:
             raise InvGraphError(
                 f"{owner}: dimensions must be positive integers, got {tuple(dims)!r}; "
                 f"give them one by one, e.g. {example}"

@@ -191,6 +191,7 @@ def build_plan(
 
     def step(node: AbstractNode, rev: bool) -> Step:
         produced = slots([(node, i) for i in range(len(node.output_dims))])
+        reads: tuple[int, ...]
         if isinstance(node, FeedForwardNode):
             kind, reads, writes = StepKind.FEED_FORWARD, (), produced
         else:

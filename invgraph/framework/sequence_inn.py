@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, cast, overload
 
 from torch import nn
 
@@ -121,7 +121,7 @@ class SequenceINN(InvertibleNetwork):
                 f"{label}: {type(trial.module).__name__} has {len(trial.output_dims)} outputs; "
                 f"a SequenceINN needs one per block (use GraphINN for branches)"
             )
-        condition = None if cond is None else self._declare_condition(cond, shape)
+        condition = None if cond is None or shape is None else self._declare_condition(cond, shape)
         self._z.release()
         previous = self._blocks[-1] if self._blocks else self._x
         block = _Block(previous, trial.module, conditions=condition, name=str(position))
@@ -166,9 +166,15 @@ class SequenceINN(InvertibleNetwork):
         plan = build_plan(nodes, [self._x], [self._z], self._condition_nodes, "SequenceINN")
         self._adopt(plan)
 
-    def __getitem__(self, item: int | slice) -> Any:
+    @overload
+    def __getitem__(self, item: int) -> InvertibleModule: ...
+
+    @overload
+    def __getitem__(self, item: slice) -> SequenceINN: ...
+
+    def __getitem__(self, item: int | slice) -> InvertibleModule | SequenceINN:
         if isinstance(item, int):
-            return self.module_list[item]
+            return cast(InvertibleModule, self.module_list[item])  # every block is one
         indices = range(len(self.module_list))[item]
         if not indices:
             raise InvGraphError(f"SequenceINN: the slice {item} selects no block")
@@ -182,7 +188,7 @@ class SequenceINN(InvertibleNetwork):
                 sliced._declare_condition(k, condition.dims)
         sliced._compile()
         for k in indices:
-            module = self.module_list[k]
+            module = self[k]
             cond = self.conditions[k]
             shape = None if cond is None else self.dims_c[cond]
             sliced.append(Inverse(module) if reverse else module, cond=cond, cond_shape=shape)

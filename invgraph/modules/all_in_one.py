@@ -229,7 +229,8 @@ class AllInOneBlock(InvertibleModule):
 
     def _coupling(self, x: Tensor, c: Sequence[Tensor], rev: bool) -> tuple[Tensor, Tensor]:
         """The affine map of :math:`x_2` given :math:`x_1` and ``c``, and its log-scales."""
-        x1, x2 = torch.split(x, self.splits, dim=1)
+        # torch.split takes any sequence of sizes; its annotation says list[int]
+        x1, x2 = torch.split(x, self.splits, dim=1)  # type: ignore[arg-type]
         # the subnet may run in low precision (autocast); the affine map runs in the data's
         a = 0.1 * self.subnet(concat_conditions(x1, c)).to(x.dtype)
         log_scale = self.affine_clamping * torch.tanh(a[:, : self.splits[1]])

@@ -185,14 +185,14 @@ def single_input(
     )
 
 
-def full_precision(x: Tensor) -> contextlib.AbstractContextManager:
+def full_precision(x: Tensor) -> contextlib.AbstractContextManager[None]:
     """A context in which :func:`torch.autocast` is off on ``x``'s device.
 
     Under autocast, matrix products and convolutions run in low precision. A block's own
     bijection (a mixing matrix and its inverse, a coupling's affine map) runs in the data's
     precision, so that forward and inverse stay inverses of each other to the data's
-    rounding; only its subnetworks, where the compute is, run in low precision. Devices
-    without autocast (``meta``) get a context that does nothing.
+    rounding; only its subnetworks, where the compute is, run in low precision. On the
+    ``meta`` device, which has no autocast, the context does nothing.
 
     Example:
         >>> import torch
@@ -204,9 +204,9 @@ def full_precision(x: Tensor) -> contextlib.AbstractContextManager:
         >>> kept.dtype, lowered.dtype
         (torch.float32, torch.bfloat16)
     """
-    if torch.amp.is_autocast_available(x.device.type):
-        return torch.autocast(x.device.type, enabled=False)
-    return contextlib.nullcontext()
+    if x.device.type == "meta":  # not torch.amp.is_autocast_available: in torch 2.4-2.6
+        return contextlib.nullcontext()  # torch.compile cannot trace it (a graph break)
+    return torch.autocast(x.device.type, enabled=False)
 
 
 def mix_channels(x: Tensor, matrix: Tensor) -> Tensor:

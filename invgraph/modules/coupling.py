@@ -45,6 +45,9 @@ __all__ = [
 SubnetConstructor = Callable[[int, int], nn.Module]
 """``constructor(channels_in, channels_out) -> nn.Module``: the user decides dense or conv."""
 
+StepLogDet = Tensor | float
+"""The log-det of one coupling step: a coupling always computes it (never ``None``)."""
+
 
 def broadcast_conditions(owner: str, dims_in: Shape, dims_c: Sequence[Shape]) -> int:
     """Check that conditions fit an input of shape ``dims_in``; return their channel count.
@@ -190,10 +193,14 @@ class CouplingBlock(InvertibleModule):
     def _conditioner(self, side: int, u: Tensor) -> Any:
         raise NotImplementedError
 
-    def _bijection(self, side: int, x: Tensor, parameters: Any, rev: bool) -> tuple[Tensor, LogDet]:
+    def _bijection(
+        self, side: int, x: Tensor, parameters: Any, rev: bool
+    ) -> tuple[Tensor, StepLogDet]:
         raise NotImplementedError
 
-    def _step(self, side: int, x: Tensor, u: Tensor, c: Sequence[Tensor], rev: bool):
+    def _step(
+        self, side: int, x: Tensor, u: Tensor, c: Sequence[Tensor], rev: bool
+    ) -> tuple[Tensor, StepLogDet]:
         parameters = self._conditioner(side, concat_conditions(u, c))
         # Under autocast the subnets run in low precision; the bijection runs in the data's
         # precision, so that forward and inverse stay exact inverses of each other.
@@ -211,7 +218,7 @@ class CouplingBlock(InvertibleModule):
         jac: bool = True,
     ) -> tuple[tuple[Tensor, ...], LogDet]:
         x1, x2 = torch.split(x_or_z[0], [self.split_len1, self.split_len2], dim=1)
-        log_det: LogDet = 0.0
+        log_det: StepLogDet = 0.0
         if not rev:
             if self.two_sided:
                 x1, log_det = self._step(0, x1, x2, c, rev)
@@ -311,7 +318,7 @@ class AffineCouplingBase(CouplingBlock):
 
     def _bijection(
         self, side: int, x: Tensor, parameters: tuple[Tensor, Tensor], rev: bool
-    ) -> tuple[Tensor, LogDet]:
+    ) -> tuple[Tensor, StepLogDet]:
         raw_log_scale, shift = parameters
         log_scale = self.clamp * self.f_clamp(raw_log_scale)
         if self._volume_preserving:

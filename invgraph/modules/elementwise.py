@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Sequence
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -136,12 +137,12 @@ class InvertibleSigmoid(_ElementwiseBlock):
         rev: bool = False,
         jac: bool = True,
     ) -> tuple[tuple[Tensor, ...], Tensor | None]:
-        (x_or_z,) = x_or_z
+        (value,) = x_or_z
         if rev:
-            log_z, log_one_minus_z = torch.log(x_or_z), torch.log1p(-x_or_z)
+            log_z, log_one_minus_z = torch.log(value), torch.log1p(-value)
             log_det = -sum_except_batch(log_z + log_one_minus_z) if jac else None
             return (log_z - log_one_minus_z,), log_det
-        x = x_or_z
+        x = value
         log_det = sum_except_batch(F.logsigmoid(x) + F.logsigmoid(-x)) if jac else None
         return (torch.sigmoid(x),), log_det
 
@@ -288,6 +289,8 @@ class ActNorm(_ElementwiseBlock):
         True
     """
 
+    scale: Tensor
+    bias: Tensor
     is_initialized: Tensor
 
     def __init__(
@@ -310,12 +313,12 @@ class ActNorm(_ElementwiseBlock):
         if init_data is not None:
             self.initialize(init_data)
 
-    def __getstate__(self) -> dict:
+    def __getstate__(self) -> dict[str, Any]:
         state = super().__getstate__()
         state.pop("_init_lock", None)  # a lock cannot be pickled; a copy gets its own
         return state
 
-    def __setstate__(self, state: dict) -> None:
+    def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._init_lock = threading.Lock()
         self.__dict__.setdefault("eps", 1e-6)  # pickled before eps existed
@@ -399,15 +402,22 @@ class ActNorm(_ElementwiseBlock):
                     f"a state dict"
                 )
             self._initialize_on_first_call(x)
-        log_det = self.scale.sum() * self._values_per_channel
-        log_det = _constant_log_det(log_det, x, rev) if jac else None
+        total = self.scale.sum() * self._values_per_channel
+        log_det = _constant_log_det(total, x, rev) if jac else None
         if rev:
             return ((x - self.bias) * torch.exp(-self.scale),), log_det
         return (x * torch.exp(self.scale) + self.bias,), log_det
 
     def _load_from_state_dict(
-        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
-    ):
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        errors: list[str],
+    ) -> None:
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
@@ -424,7 +434,9 @@ def _usable_statistics(
 ) -> bool:
     """Whether ActNorm's statistics of ``x`` can initialise it (``False``: an empty batch);
     an error for non-finite data or parameters. Reads three numbers: one host sync."""
-    overflow = sum((~torch.isfinite(p)).sum() for p in parameters).reshape(1).to(count)
+    # a tensor, not sum()'s 0 for no terms: there are always parameters
+    overflows = cast(Tensor, sum((~torch.isfinite(p)).sum() for p in parameters))
+    overflow = overflows.reshape(1).to(count)
     total, bad, overflowed = (int(v) for v in torch.cat([count, nonfinite, overflow]).tolist())
     everywhere = ", summed over all processes" if distributed else ""
     if bad:
@@ -499,6 +511,8 @@ class InvAutoAct(_SignedScaling):
         >>> z.tolist(), log_det.tolist()  # log 2 - log 2
         ([[6.0, -1.5]], [0.0])
     """
+
+    alpha: Tensor
 
     def __init__(
         self,
@@ -576,6 +590,9 @@ class InvAutoActTwoSided(_SignedScaling):
         >>> [round(v, 4) for v in z[0].tolist()], round(log_det.item(), 4)  # log 0.1
         ([3.0, -0.3], -2.3026)
     """
+
+    alpha_pos: Tensor
+    alpha_neg: Tensor
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -174,9 +175,11 @@ class GaussianMixtureModel(InvertibleModule):
             else:
                 out = (u @ (x - mu).unsqueeze(-1)).squeeze(-1)
         log_det = entries[..., :d].sum(dim=-1) if jac else None
-        return (out,), (-log_det if rev and jac else log_det)
+        return (out,), (-log_det if rev and log_det is not None else log_det)
 
-    def _read(self, x_or_z: Sequence[Tensor], c: Sequence[Tensor | int | None]):
+    def _read(
+        self, x_or_z: Sequence[Tensor], c: Sequence[Tensor | int | None]
+    ) -> tuple[Tensor, tuple[Tensor, Tensor, Tensor, Tensor | int | None]]:
         """The input and ``(w, mu, U_entries, i)``, after checking every shape."""
         if len(x_or_z) != 1 or len(c) not in (3, 4):
             raise InvGraphError(
@@ -184,9 +187,13 @@ class GaussianMixtureModel(InvertibleModule):
                 f" received {len(x_or_z)} input(s) and {len(c)} condition(s)"
             )
         (x,), (w, mu, entries, index) = x_or_z, (*c, None)[:4]
+        # w, mu and U_entries are tensors; only i may also be a seed or None
+        w, mu, entries = cast("tuple[Tensor, Tensor, Tensor]", (w, mu, entries))
         d, (batch, k) = self.x_dims, (*w.shape, -1, -1)[:2]
+        received: dict[str, tuple[int, ...]]
         received = {"w": w.shape, "mu": mu.shape, "U_entries": entries.shape}
         expected = {"w": (batch, k), "mu": (batch, k, d), "U_entries": (batch, k, d * (d + 1) // 2)}
+        inputs: list[tuple[int, ...]]
         inputs = [(batch, d)] if index is not None else [(batch, d), (batch, k, d)]
         if isinstance(index, Tensor):
             received["i"], expected["i"] = index.shape, (batch,) if index.dim() < 2 else (batch, 1)

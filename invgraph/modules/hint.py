@@ -8,9 +8,14 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import InvGraphError
-from .base import LogDet, Shape, single_input
+from .base import Shape, single_input
 from .clamping import ClampActivation
-from .coupling import AffineCouplingBase, SubnetConstructor, subnet_constructor_or_error
+from .coupling import (
+    AffineCouplingBase,
+    StepLogDet,
+    SubnetConstructor,
+    subnet_constructor_or_error,
+)
 
 __all__ = ["HINTCouplingBlock"]
 
@@ -108,11 +113,12 @@ class HINTCouplingBlock(AffineCouplingBase):
 
     def _step(
         self, side: int, x: Tensor, u: Tensor, c: Sequence[Tensor], rev: bool
-    ) -> tuple[Tensor, LogDet]:
+    ) -> tuple[Tensor, StepLogDet]:
         if side == 0:  # H_1 (only when split): x_1 <-> u_1 = y_1
+            assert self.upper is not None  # two-sided exactly when split
             (y,), log_det = self.upper((x,), c, rev)
             return y, log_det
-        log_det_lower: LogDet = 0.0
+        log_det_lower: StepLogDet = 0.0
         if self.lower is not None and not rev:  # H_2 before the coupling
             (x,), log_det_lower = self.lower((x,), c)
         x, log_det = super()._step(side, x, u, c, rev)

@@ -9,7 +9,8 @@ matrix's inverse is derived from it in float64, a learned one is inverted at eve
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -144,7 +145,7 @@ class _FixedMatrix(InvertibleModule):
             self.M_inv.copy_(torch.linalg.inv_ex(matrix)[0].reshape(self.M.shape))
             self.logDetM.copy_(torch.linalg.slogdet(matrix)[1])
 
-    def _apply(self, fn, recurse=True):
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> _FixedMatrix:
         super()._apply(fn, recurse)
         self._derive()  # e.g. after .double(): an inverse rounded to float32 would not do
         return self
@@ -304,6 +305,9 @@ class InvertibleConv1x1(InvertibleModule):
         True
     """
 
+    p: Tensor
+    sign_s: Tensor
+
     def __init__(self, dims_in: Dims, dims_c: Dims | None = None, LU_decomposed: bool = True):
         super().__init__(dims_in, dims_c)
         channels = self.output_dims(self.dims_in)[0][0]
@@ -422,10 +426,16 @@ class HouseholderPerm(InvertibleModule):
                 )
         elif self.fixed:
             self.register_buffer("Vs", torch.randn(self.n_reflections, self.width))
-            self.register_load_state_dict_pre_hook(drop_householder_matrix)
         else:
             near_identity = torch.eye(self.n_reflections, self.width)
             self.Vs = nn.Parameter(near_identity + 0.1 * torch.randn_like(near_identity))
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
+        if self.fixed:  # a FrEIA checkpoint also holds the reflections' product
+            drop_householder_matrix(state_dict, prefix)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(
         self,

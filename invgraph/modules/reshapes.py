@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -181,7 +182,9 @@ class _Squeeze(InvertibleModule):
         """Map the patch values ``(B, C, 4, h, w)`` to the 4 output channels of each input one."""
         return patches
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, *args: Any, **kwargs: Any
+    ) -> None:
         """Accept FrEIA 0.2 checkpoints: drop the fixed convolution kernel FrEIA saves.
 
         FrEIA stores ``haar_weights`` (Haar) or ``downsample_kernel`` (i-RevNet): the 2x2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,7 @@ def _spectral_norm(layer: nn.Linear | nn.Conv2d, iterations: int) -> Tensor:
     Starts from the layer's fixed unit vectors ``power_start`` at every call, so that the
     estimate is a function of the weight alone; the gradient flows through the weight only.
     """
-    weight, v = layer.weight.detach(), layer.power_start
+    weight, v = layer.weight.detach(), cast(Tensor, layer.power_start)  # IResNetLayer's buffer
     dims = tuple(range(1, v.dim()))
     for _ in range(iterations):
         v = _apply_adjoint(_apply(v, weight), weight)
@@ -160,6 +161,7 @@ class IResNetLayer(InvertibleModule):
         generator = torch.Generator().manual_seed(0)  # the same start vectors in every instance
         layers: list[nn.Module] = []
         for n_in, n_out in zip(widths, [*widths[1:], channels]):
+            layer: nn.Linear | nn.Conv2d
             layer = nn.Conv2d(n_in, n_out, 3, padding=1) if spatial else nn.Linear(n_in, n_out)
             start = torch.randn(
                 lipschitz_batchsize, n_in * math.prod(spatial), generator=generator, device="cpu"
@@ -181,17 +183,20 @@ class IResNetLayer(InvertibleModule):
 
     def _residual(self) -> _Residual:
         """:math:`g(x; c)` with this call's spectrally normalised weights."""
-        weights = {
-            i: self._normalised(layer) for i, layer in enumerate(self.residual) if i % 2 == 0
-        }
+        layers = self._layers()
+        weights = {2 * j: self._normalised(layer) for j, layer in enumerate(layers)}
 
         def g(x: Tensor, c: Sequence[Tensor]) -> Tensor:
             h = torch.cat([x, *(t if x.dim() > 2 else t.flatten(1) for t in c)], dim=1) if c else x
             for i, module in enumerate(self.residual):  # layers at even indices, ELU between
-                h = _apply(h, weights[i], module.bias) if i in weights else module(h)
+                h = _apply(h, weights[i], layers[i // 2].bias) if i in weights else module(h)
             return h
 
         return g
+
+    def _layers(self) -> list[nn.Linear | nn.Conv2d]:
+        """The dense or convolutional layers of :math:`g`: ``residual``'s even entries."""
+        return cast("list[nn.Linear | nn.Conv2d]", list(self.residual)[::2])
 
     def _normalised(self, layer: nn.Linear | nn.Conv2d) -> Tensor:
         """:math:`W / \\max(1, \\hat\\sigma(W) / c)`: the layer's weight as used in :math:`g`."""
@@ -223,7 +228,8 @@ class IResNetLayer(InvertibleModule):
         """The truncated power series, each trace by Hutchinson's estimator."""
         n = self.hutchinson_samples  # the batch is tiled n times, one vector per copy
         tiled_c = tuple(torch.cat([t] * n) for t in c)
-        _, vjp = torch.func.vjp(lambda x: g(x, tiled_c), torch.cat([x] * n))
+        # torch.func.vjp's annotation also admits has_aux=True's 3-tuple
+        _, vjp = torch.func.vjp(lambda x: g(x, tiled_c), torch.cat([x] * n))  # type: ignore[misc]
         v = torch.cat([torch.randn_like(x).sign() for _ in range(n)])  # drawn as FrEIA does
         w, log_det = v, x.new_zeros(len(v))
         for k in range(1, self.jacobian_iterations + 1):
@@ -257,7 +263,7 @@ class IResNetLayer(InvertibleModule):
         Optional, kept for FrEIA's training loops: the forward pass normalises the weights
         anyway, and this leaves the normalised weights (hence the block's map) unchanged.
         """
-        for layer in list(self.residual)[::2]:
+        for layer in self._layers():
             layer.weight.copy_(self._normalised(layer))
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:

@@ -21,8 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InvGraphError
-from .base import LogDet, Shape, sum_except_batch
-from .coupling import CouplingBlock, SubnetConstructor, subnet_constructor_or_error
+from .base import Shape, sum_except_batch
+from .coupling import CouplingBlock, StepLogDet, SubnetConstructor, subnet_constructor_or_error
 
 __all__ = ["ElementwiseRationalQuadraticSpline", "RationalQuadraticSpline"]
 
@@ -164,7 +164,9 @@ class _SplineCoupling(CouplingBlock):
             raise InvGraphError(f"{name}: min_derivative={min_derivative} must be in (0, 1)")
         self.per_element = 3 * self.bins - 1
 
-    def _bijection(self, side: int, x: Tensor, theta: Tensor, rev: bool) -> tuple[Tensor, LogDet]:
+    def _bijection(
+        self, side: int, x: Tensor, theta: Tensor, rev: bool
+    ) -> tuple[Tensor, StepLogDet]:
         theta = theta.reshape(x.shape[0], x.shape[1], self.per_element, *x.shape[2:])
         theta = theta.movedim(2, -1)
         k = self.bins

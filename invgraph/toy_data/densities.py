@@ -271,8 +271,8 @@ def _moons_log_density(x: Tensor, nodes: int = 64) -> Tensor:
     r"""The log-density of :func:`two_moons`: the Gaussian of standard deviation 0.2
     averaged over :math:`t \sim U(0, \pi)` on both half circles, by Gauss-Legendre
     quadrature with ``nodes`` points (64 agree with an 8000-point midpoint rule to 1e-5)."""
-    t, weights = np.polynomial.legendre.leggauss(nodes)
-    t = torch.as_tensor((t + 1) * np.pi / 2, dtype=x.dtype)
+    legendre_nodes, weights = np.polynomial.legendre.leggauss(nodes)
+    t = torch.as_tensor((legendre_nodes + 1) * np.pi / 2, dtype=x.dtype)
     log_weights = torch.as_tensor(np.log(weights / 4), dtype=x.dtype).repeat(2)
     upper = torch.stack([torch.cos(t), torch.sin(t)], 1)
     lower = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], 1)
