@@ -72,11 +72,11 @@ class SequenceINN(InvertibleNetwork):
         memory_efficient: bool = False,
         reconstruction_tolerance: float | None = None,
     ):
+        shape = sample_shape(dims, "SequenceINN", "SequenceINN(3, 32, 32)")
         super().__init__()
         self._configure(
             force_tuple_output, check_shapes, memory_efficient, reconstruction_tolerance
         )
-        shape = sample_shape(dims, "SequenceINN", "SequenceINN(3, 32, 32)")
         self.conditions: list[int | None] = []  # per block: the index of the condition it reads
         self._x = InputNode(*shape, name="x")
         self._condition_nodes: list[ConditionNode | None] = []  # per condition index
