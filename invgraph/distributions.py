@@ -116,7 +116,7 @@ def _sample_count(n: object, who: str, minimum: int = 0) -> int:
     return count
 
 
-class StandardNormalDistribution(Independent[Normal]):
+class StandardNormalDistribution(Independent):  # type: ignore[type-arg]  # torch 2.4: no [...]
     r"""The standard normal :math:`\mathcal{N}(0, I)` over tensors of shape ``event_shape``.
 
     FrEIA master's class: an :class:`~torch.distributions.Independent` normal whose event
