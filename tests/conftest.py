@@ -7,6 +7,8 @@ CUDA device is available.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -25,6 +27,9 @@ def pytest_configure(config: pytest.Config) -> None:
     # The tests' tensors are tiny: one thread is as fast, and several threads on a busy
     # machine wait on each other (a 64-block step took 6 s with 2 threads, 0.06 s with 1).
     torch.set_num_threads(1)
+    # Inductor compiles in this process: no pool of compile workers started from a test
+    # process that already runs other threads (pytest-xdist's).
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", "1")
     device = torch.device(config.getoption("--device"))
     if device.type == "cuda" and not torch.cuda.is_available():
         raise pytest.UsageError(f"--device {device}: CUDA is not available here")

@@ -68,10 +68,10 @@ def _train_on_rank(rank: int, init_file: str, out: str, memory_efficient: bool) 
 
 @pytest.mark.parametrize("memory_efficient", [False, True], ids=["standard", "memory_efficient"])
 def test_two_processes_match_one_process_on_the_joint_batch(tmp_path, memory_efficient):
-    # fork, where there is one: spawn re-imports torch in each process (seconds).
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # spawn, not fork: a forked child inherits every lock that another thread of this
+    # process (pytest-xdist's among them) holds at that moment, and can wait on it forever.
     args = (str(tmp_path / "rendezvous"), str(tmp_path), memory_efficient)
-    mp.start_processes(_train_on_rank, args=args, nprocs=2, start_method=method)
+    mp.start_processes(_train_on_rank, args=args, nprocs=2, start_method="spawn")
     ranks = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
 
     single = _model(memory_efficient)

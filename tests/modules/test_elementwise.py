@@ -401,9 +401,9 @@ def test_actnorm_initialises_alike_on_every_rank(tmp_path):
         -1 + 0.5 * torch.randn(6, 3, 2, 2, generator=generator),
     ]
     args = (2, str(tmp_path / "rendezvous"), batches, str(tmp_path))
-    # fork, where there is one: spawn re-imports torch in each process (seconds).
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    mp.start_processes(_initialise_on_rank, args=args, nprocs=2, start_method=method)
+    # spawn, not fork: a forked child inherits every lock that another thread of this
+    # process (pytest-xdist's among them) holds at that moment, and can wait on it forever.
+    mp.start_processes(_initialise_on_rank, args=args, nprocs=2, start_method="spawn")
     states = [torch.load(tmp_path / f"{rank}.pt") for rank in range(2)]
     expected = ActNorm([(3, 2, 2)], init_data=torch.cat(batches)).state_dict()
     for key in expected:
