@@ -5,7 +5,7 @@ runs forward (data -> latents) and inverse (latents -> data) with exact log-Jaco
 determinants. The vocabulary is FrEIA's: ``invgraph.framework`` holds the graph,
 ``invgraph.modules`` the blocks; every public name of both is also here at top level, with
 the names a user reaches for next: :class:`FlowDensity`, :class:`LatentMixture`,
-:func:`multiscale_flow`, the subnetworks :class:`MLP` and :class:`ConvNet`,
+:func:`multiscale_flow`, the subnetworks :class:`MLP`, :class:`ConvNet` and :class:`MADE`,
 :func:`check_block`, :func:`draw`, :func:`picture` and :func:`summary`.
 """
 
@@ -39,6 +39,7 @@ from .modules import (
     ActNorm,
     AffineCouplingOneSided,
     AllInOneBlock,
+    AutoregressiveBlock,
     Concat,
     ConditionalAffineTransform,
     CouplingBlock,
@@ -64,6 +65,8 @@ from .modules import (
     IRevNetDownsampling,
     IRevNetUpsampling,
     LearnedElementwiseScaling,
+    MaskedAffineAutoregressive,
+    MaskedRationalQuadraticAutoregressive,
     NICECouplingBlock,
     OrthogonalTransform,
     PermuteRandom,
@@ -72,16 +75,18 @@ from .modules import (
     RNVPCouplingBlock,
     Split,
 )
-from .subnets import MLP, ConvNet
+from .subnets import MADE, MLP, ConvNet
 from .testing import check_block
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "MADE",
     "MLP",
     "ActNorm",
     "AffineCouplingOneSided",
     "AllInOneBlock",
+    "AutoregressiveBlock",
     "Concat",
     "ConditionNode",
     "ConditionalAffineTransform",
@@ -116,6 +121,8 @@ __all__ = [
     "InvertibleSigmoid",
     "LatentMixture",
     "LearnedElementwiseScaling",
+    "MaskedAffineAutoregressive",
+    "MaskedRationalQuadraticAutoregressive",
     "NICECouplingBlock",
     "Node",
     "OrthogonalTransform",

@@ -1,4 +1,5 @@
-r"""Subnetworks for coupling blocks: a dense :class:`MLP` and a convolutional :class:`ConvNet`.
+r"""Subnetworks: a dense :class:`MLP` and a convolutional :class:`ConvNet` for coupling blocks,
+and the masked :class:`MADE` conditioner of the autoregressive blocks.
 
 A coupling block builds each of its subnetworks by calling ``subnet_constructor(c_in, c_out)``.
 Both classes here take ``(c_in, c_out)`` first, so the class itself is a constructor, and
@@ -23,13 +24,15 @@ same seed, the same initial weights.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-from torch import nn
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from .errors import InvGraphError
 
-__all__ = ["MLP", "ConvNet"]
+__all__ = ["MADE", "MLP", "ConvNet", "MaskedLinear", "autoregressive_order"]
 
 Activation = Callable[[], nn.Module]
 """Builds one activation module: a class such as ``nn.ReLU``, or a callable without arguments."""
@@ -223,3 +226,177 @@ class ConvNet(nn.Sequential):
         layers.append(nn.Conv2d(width, c_out, kernel_size, padding=padding))
         super().__init__(*layers)
         _zero_last(self)
+
+
+def autoregressive_order(
+    features: int, ordering: str | Sequence[int] = "natural", seed: int | None = None
+) -> Tensor:
+    """The rank of each feature in an autoregressive order: a permutation of ``0 .. D-1``.
+
+    Feature ``i`` may depend on the features of lower rank only.
+
+    Arguments:
+        features: ``D``.
+        ordering: ``"natural"`` (rank ``i`` for feature ``i``), ``"reversed"``, ``"random"``
+            (a permutation drawn from ``seed``), or the ranks themselves, a permutation of
+            ``range(D)``.
+        seed: Seed of the ``"random"`` ordering (``None``: drawn from torch's global
+            generator, so the ordering is saved in the state dict, never re-drawn).
+
+    Raises:
+        InvGraphError: For an unknown name or ranks that are not a permutation of ``range(D)``.
+
+    Example:
+        >>> autoregressive_order(4, "reversed").tolist()
+        [3, 2, 1, 0]
+    """
+    if isinstance(ordering, str):
+        if ordering == "natural":
+            return torch.arange(features)
+        if ordering == "reversed":
+            return torch.arange(features - 1, -1, -1)
+        if ordering == "random":
+            generator = None if seed is None else torch.Generator().manual_seed(seed)
+            return torch.randperm(features, generator=generator)
+        raise InvGraphError(
+            f"unknown ordering {ordering!r}: use 'natural', 'reversed', 'random' or a "
+            f"permutation of range({features})"
+        )
+    ranks = [int(r) for r in ordering]
+    if sorted(ranks) != list(range(features)):
+        raise InvGraphError(f"ordering {ranks} is not a permutation of range({features})")
+    return torch.tensor(ranks)
+
+
+class MaskedLinear(nn.Linear):
+    r"""A linear layer with a fixed 0/1 mask on its weight: :math:`y = (W \odot M) x + b`.
+
+    Arguments:
+        mask: ``(out_features, in_features)``; kept as a buffer (saved, moved with the module).
+    """
+
+    mask: Tensor
+
+    def __init__(self, mask: Tensor):
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.to(self.weight.dtype))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    r"""A masked autoencoder (MADE): outputs for feature :math:`i` depend on earlier features only.
+
+    Each feature :math:`i` of :math:`x \in \mathbb{R}^D` has a rank :math:`r_i` (see
+    :func:`autoregressive_order`); hidden unit :math:`j` has a degree :math:`m_j`. A unit of
+    degree :math:`m` sees the features of rank :math:`\le m` and the hidden units of the
+    layer below of degree :math:`\le m`; the ``params`` outputs of feature :math:`i` see the
+    last hidden units of degree :math:`< r_i`. So
+
+    .. math::
+
+        h(x, c)_i = h_i(x_{r < r_i}, c), \qquad
+        \frac{\partial h(x, c)_i}{\partial x_j} = 0 \text{ unless } r_j < r_i,
+
+    the Jacobian of an autoregressive flow built on it is triangular in the order of ranks.
+    Ranks run from 0 to :math:`D - 1`. The context :math:`c` enters every unit unmasked. The
+    degrees of each hidden layer cycle through :math:`-1 .. D - 2` (degree -1: the context
+    only), or :math:`0 .. D - 2` without a context, where degree -1 units would be constants.
+    With ``residual``, hidden layer :math:`k > 1` computes :math:`h_k = h_{k-1} + \sigma(W_k
+    h_{k-1} + b_k)`; its mask keeps the diagonal, so the skip respects the order. The last
+    layer starts at zero: an
+    autoregressive block built on it starts as the identity.
+
+    Arguments:
+        features: :math:`D`.
+        params: Outputs per feature, e.g. 2 for an affine map, :math:`3K - 1` for a spline.
+        context: Size of the context vector :math:`c` (0: none).
+        hidden: The width of each hidden layer.
+        ordering: The features' ranks, see :func:`autoregressive_order`.
+        seed: Seed of a ``"random"`` ordering.
+        activation: Builds the activation after each hidden layer, as for :class:`MLP`.
+        residual: Skip connections around hidden layers 2 and up (equal widths needed).
+
+    Shapes:
+        ``forward(x, context=None)``: ``x`` is ``(N, D)``, ``context`` ``(N, context)``;
+        returns ``(N, D, params)``.
+
+    References:
+        Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for Distribution
+        Estimation", ICML 2015, arXiv:1502.03509.
+
+    Example:
+        >>> import torch
+        >>> from invgraph.subnets import MADE
+        >>> made = MADE(3, params=2, hidden=(16, 16))
+        >>> made(torch.randn(5, 3)).shape
+        torch.Size([5, 3, 2])
+        >>> _ = torch.nn.init.normal_(made.layers[-1].weight)  # away from the zero init
+        >>> x = torch.randn(1, 3)
+        >>> jacobian = torch.autograd.functional.jacobian(lambda x: made(x)[0, :, 0], x)[:, 0]
+        >>> (jacobian != 0).int().tolist()  # output i sees inputs before i only
+        [[0, 0, 0], [1, 0, 0], [1, 1, 0]]
+    """
+
+    def __init__(
+        self,
+        features: int,
+        params: int,
+        context: int = 0,
+        hidden: Sequence[int] = (64, 64),
+        ordering: str | Sequence[int] = "natural",
+        seed: int | None = None,
+        activation: Activation = nn.ReLU,
+        residual: bool = False,
+    ):
+        super().__init__()
+        _check_int("MADE", "features", features, 1)
+        _check_int("MADE", "params", params, 1)
+        _check_int("MADE", "context", context, 0)
+        hidden = tuple(hidden)
+        for width in hidden:
+            _check_int("MADE", "a hidden width", width, 1)
+        if residual and len(set(hidden)) > 1:
+            raise InvGraphError(
+                f"MADE: residual connections need equal hidden widths, got {hidden}"
+            )
+        _check_activation("MADE", activation)
+        self.features, self.params, self.context, self.residual = (
+            features,
+            params,
+            context,
+            residual,
+        )
+        ranks = autoregressive_order(features, ordering, seed)
+        self.register_buffer("ranks", ranks)
+        # Degrees: feature i has degree r_i, the context -1 (seen by every unit). Hidden
+        # degrees cycle through -1 .. D - 2 with a context, 0 .. D - 2 without (a unit of
+        # degree D - 1 would feed no output, one of degree -1 without context is a constant).
+        low = -1 if context else 0
+        span = max(features - 1 - low, 1)
+        degrees_in = torch.cat([ranks, torch.full((context,), -1)])
+        layers: list[MaskedLinear] = []
+        for width in hidden:
+            degrees = (low + torch.arange(width) % span).clamp(max=features - 2).clamp(min=-1)
+            layers.append(MaskedLinear(degrees[:, None] >= degrees_in[None, :]))
+            degrees_in = degrees
+        output_ranks = ranks.repeat_interleave(params)  # feature-major: (D, params) rows
+        layers.append(MaskedLinear(output_ranks[:, None] > degrees_in[None, :]))
+        nn.init.zeros_(layers[-1].weight)
+        nn.init.zeros_(layers[-1].bias)
+        self.layers = nn.ModuleList(layers)
+        self.activations = nn.ModuleList(_activation("MADE", activation) for _ in hidden)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        h = x if context is None else torch.cat([x, context], dim=-1)
+        for k, (layer, activation) in enumerate(zip(self.layers[:-1], self.activations)):
+            step = activation(layer(h))
+            h = h + step if self.residual and k > 0 else step
+        return self.layers[-1](h).unflatten(-1, (self.features, self.params))
+
+    def extra_repr(self) -> str:
+        return (
+            f"features={self.features}, params={self.params}, context={self.context}, "
+            f"residual={self.residual}"
+        )

@@ -44,6 +44,8 @@ from invgraph.modules import (
     IRevNetDownsampling,
     IRevNetUpsampling,
     LearnedElementwiseScaling,
+    MaskedAffineAutoregressive,
+    MaskedRationalQuadraticAutoregressive,
     NICECouplingBlock,
     OrthogonalTransform,
     PermuteRandom,
@@ -319,6 +321,31 @@ BLOCKS: list[BlockCase] = [
     BlockCase(
         "rqs-elementwise-cond",
         lambda: ElementwiseRationalQuadraticSpline([(2, 4, 4)], [(3,)], ConvSubnet, bound=1.0),
+    ),
+    BlockCase(
+        "maf", lambda: MaskedAffineAutoregressive([(5,)], hidden=(12, 12), ordering="random")
+    ),
+    BlockCase(
+        "iaf-cond-residual",
+        lambda: MaskedAffineAutoregressive(
+            [(4,)], [(3,)], hidden=(12, 12), residual=True, inverse_autoregressive=True
+        ),
+    ),
+    BlockCase(
+        "maf-image-channels-cond",
+        lambda: MaskedAffineAutoregressive(
+            [(3, 2, 2)], [(2,), (1, 2, 2)], hidden=(8,), autoregressive_over="channels"
+        ),
+    ),
+    BlockCase(
+        "ar-spline-cond",
+        lambda: MaskedRationalQuadraticAutoregressive([(4,)], [(2,)], hidden=(12,), bins=4),
+    ),
+    BlockCase(
+        "ar-spline-iaf-image",
+        lambda: MaskedRationalQuadraticAutoregressive(
+            [(2, 2, 2)], hidden=(12,), bins=3, bound=1.5, inverse_autoregressive=True
+        ),
     ),
     BlockCase("hint", lambda: HINTCouplingBlock([(8,)], subnet_constructor=DenseSubnet)),
     BlockCase("hint-odd-cond", lambda: HINTCouplingBlock([(7,)], [(3,)], DenseSubnet)),

@@ -5,6 +5,11 @@ so ``from FrEIA.modules import X`` becomes ``from invgraph.modules import X``.
 """
 
 from .all_in_one import AllInOneBlock
+from .autoregressive import (
+    AutoregressiveBlock,
+    MaskedAffineAutoregressive,
+    MaskedRationalQuadraticAutoregressive,
+)
 from .base import InvertibleModule
 from .coupling import (
     AffineCouplingOneSided,
@@ -50,6 +55,7 @@ __all__ = [
     "ActNorm",
     "AffineCouplingOneSided",
     "AllInOneBlock",
+    "AutoregressiveBlock",
     "Concat",
     "ConditionalAffineTransform",
     "CouplingBlock",
@@ -75,6 +81,8 @@ __all__ = [
     "InvertibleModule",
     "InvertibleSigmoid",
     "LearnedElementwiseScaling",
+    "MaskedAffineAutoregressive",
+    "MaskedRationalQuadraticAutoregressive",
     "NICECouplingBlock",
     "OrthogonalTransform",
     "PermuteRandom",

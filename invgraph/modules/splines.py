@@ -24,7 +24,12 @@ from ..errors import InvGraphError
 from .base import Shape, sum_except_batch
 from .coupling import CouplingBlock, StepLogDet, SubnetConstructor, subnet_constructor_or_error
 
-__all__ = ["ElementwiseRationalQuadraticSpline", "RationalQuadraticSpline"]
+__all__ = [
+    "ElementwiseRationalQuadraticSpline",
+    "RationalQuadraticSpline",
+    "check_spline_arguments",
+    "rational_quadratic_spline",
+]
 
 
 def _knots(unnormalised: Tensor, bound: float, min_size: float) -> tuple[Tensor, Tensor]:
@@ -40,7 +45,7 @@ def _knots(unnormalised: Tensor, bound: float, min_size: float) -> tuple[Tensor,
     return knots, knots.diff(dim=-1)
 
 
-def _rational_quadratic_spline(
+def rational_quadratic_spline(
     x: Tensor,
     widths: Tensor,
     heights: Tensor,
@@ -92,7 +97,7 @@ def _rational_quadratic_spline(
     inside = (x >= -bound) & (x <= bound)
     v = x.clamp(-bound, bound)  # outside values stay finite: no NaN through torch.where
     knots = knots_y if rev else knots_x
-    k = torch.searchsorted(knots[..., 1:-1].contiguous(), v.unsqueeze(-1))
+    k = torch.searchsorted(knots[..., 1:-1].contiguous(), v.unsqueeze(-1).contiguous())
     xk, yk, yk1, wk, hk, dk, dk1 = (
         t.gather(-1, k).squeeze(-1)
         for t in (knots_x, knots_y[..., :-1], knots_y[..., 1:], w, h, d[..., :-1], d[..., 1:])
@@ -106,6 +111,31 @@ def _rational_quadratic_spline(
     log_derivative = 2 * torch.log(s) + torch.log(numerator) - 2 * torch.log(sigma)
     log_derivative = -log_derivative if rev else log_derivative
     return torch.where(inside, out, x), torch.where(inside, log_derivative, 0.0)
+
+
+def check_spline_arguments(
+    owner: str,
+    bins: int,
+    bound: float,
+    min_bin_sizes: tuple[float, float],
+    min_derivative: float,
+) -> None:
+    """Check the arguments of :func:`rational_quadratic_spline` for a block named ``owner``.
+
+    Raises:
+        InvGraphError: Unless ``bins >= 1``, ``bound > 0``, both minimum bin sizes are
+            positive and leave room for ``bins`` bins in :math:`[-B, B]`, and
+            ``0 < min_derivative < 1``.
+    """
+    if int(bins) < 1 or not bound > 0:
+        raise InvGraphError(f"{owner}: needs bins >= 1 and bound > 0, got {bins}, {bound}")
+    if not all(m > 0 and int(bins) * m < 2 * bound for m in min_bin_sizes):
+        raise InvGraphError(
+            f"{owner}: min_bin_sizes={min_bin_sizes} must be > 0 and leave room for "
+            f"{bins} bins in [-{bound}, {bound}]"
+        )
+    if not 0 < min_derivative < 1:
+        raise InvGraphError(f"{owner}: min_derivative={min_derivative} must be in (0, 1)")
 
 
 def _inverse_in_bin(t0: Tensor, t1: Tensor, s: Tensor, dk: Tensor, dk1: Tensor) -> Tensor:
@@ -149,19 +179,10 @@ class _SplineCoupling(CouplingBlock):
         min_derivative: float,
     ):
         super().__init__(dims_in, dims_c, split_len, two_sided)
-        name = type(self).__name__
+        check_spline_arguments(type(self).__name__, bins, bound, min_bin_sizes, min_derivative)
         self.bins, self.bound = int(bins), float(bound)
         self.min_bin_sizes = (float(min_bin_sizes[0]), float(min_bin_sizes[1]))
         self.min_derivative = float(min_derivative)
-        if self.bins < 1 or self.bound <= 0:
-            raise InvGraphError(f"{name}: needs bins >= 1 and bound > 0, got {bins}, {bound}")
-        if not all(m > 0 and self.bins * m < 2 * self.bound for m in self.min_bin_sizes):
-            raise InvGraphError(
-                f"{name}: min_bin_sizes={min_bin_sizes} must be > 0 and leave room for "
-                f"{bins} bins in [-{bound}, {bound}]"
-            )
-        if not 0 < self.min_derivative < 1:
-            raise InvGraphError(f"{name}: min_derivative={min_derivative} must be in (0, 1)")
         self.per_element = 3 * self.bins - 1
 
     def _bijection(
@@ -170,7 +191,7 @@ class _SplineCoupling(CouplingBlock):
         theta = theta.reshape(x.shape[0], x.shape[1], self.per_element, *x.shape[2:])
         theta = theta.movedim(2, -1)
         k = self.bins
-        y, log_derivative = _rational_quadratic_spline(
+        y, log_derivative = rational_quadratic_spline(
             x,
             theta[..., :k],
             theta[..., k : 2 * k],

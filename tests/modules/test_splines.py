@@ -17,7 +17,7 @@ from invgraph.modules.splines import (
     ElementwiseRationalQuadraticSpline,
     RationalQuadraticSpline,
     _knots,
-    _rational_quadratic_spline,
+    rational_quadratic_spline,
 )
 from invgraph.testing import check_block
 
@@ -33,7 +33,7 @@ def draw(shape, scale, bins=BINS, seed=0, dtype=torch.float64, device="cpu"):
 
 def spline(x, theta, bound=3.0, rev=False, bins=BINS):
     widths, heights, derivatives = theta.split([bins, bins, bins - 1], dim=-1)
-    return _rational_quadratic_spline(x, widths, heights, derivatives, bound, rev)
+    return rational_quadratic_spline(x, widths, heights, derivatives, bound, rev)
 
 
 def perturbed(module: nn.Module, scale: float = 0.5, seed: int = 0) -> nn.Module:
