@@ -1,27 +1,34 @@
-"""Sample-based losses for training invertible networks: the maximum mean discrepancy.
+"""Sample-based losses for training invertible networks: the maximum mean discrepancy, and
+flow matching.
 
 Ardizzone et al. train INNs for inverse problems by matching the distribution of the
 network's outputs to a target with the maximum mean discrepancy (MMD) of two sets of
 samples; :func:`mmd` computes it, and :func:`zero_padding` / :func:`remove_padding` build
 the zero-padded inputs of their augmented-latent networks, and
 :func:`augmented_forward_loss` / :func:`augmented_backward_loss` their training losses.
+:func:`flow_matching_loss` trains the field of a
+:class:`~invgraph.modules.ContinuousFlow` by regression, without solving its ODE.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
 from typing import Literal, NamedTuple, cast
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import InvGraphError
+from .modules.continuous import ContinuousFlow
 
 __all__ = [
     "AugmentedBackwardLoss",
     "AugmentedForwardLoss",
     "augmented_backward_loss",
     "augmented_forward_loss",
+    "flow_matching_loss",
     "mmd",
     "remove_padding",
     "zero_padding",
@@ -389,3 +396,190 @@ def _check_2d(who: str, name: str, t: Tensor, batch: int | None) -> tuple[int, i
             f"{who}: expected {name} of shape {expected}, received {tuple(t.shape)}"
         )
     return t.shape[0], t.shape[1]
+
+
+def flow_matching_loss(
+    flow: ContinuousFlow,
+    x: Tensor,
+    c: Sequence[Tensor] = (),
+    noise: Tensor | None = None,
+    t: Tensor | None = None,
+    ot_pairing: bool = False,
+) -> Tensor:
+    r"""Conditional flow matching: the regression loss of a :class:`ContinuousFlow`'s field.
+
+    Each data point :math:`x` is paired with a noise sample :math:`z \sim \mathcal N(0, I)`
+    and a time :math:`t \sim U(0, 1)`; on the straight path between them the velocity is
+    constant,
+
+    .. math::
+
+        x_t = (1 - t)\, x + t\, z, \qquad \dot x_t = z - x, \qquad
+        \mathcal L = \frac{1}{B\,D} \sum_{i=1}^{B}
+        \big\lVert v(x_{t_i, i}, t_i; c_i) - (z_i - x_i) \big\rVert^2 .
+
+    The minimiser of :math:`\mathcal L` is the field whose flow carries the data
+    distribution (:math:`t = 0`) to the noise (:math:`t = 1`), conditioned on :math:`c` if
+    the block takes conditions (Lipman et al.; the conditional expectation of :math:`z - x`
+    given :math:`x_t`): no ODE is solved during training. This is the block's own direction
+    (forward: data to latent, from :math:`t = 0` to 1), so afterwards the same block gives
+    log-densities (forward, with its log-det, under a standard normal latent) and samples
+    (inverse of noise) like any other.
+
+    With ``ot_pairing=True`` (Tong et al.'s OT-CFM), the noise samples of the batch are
+    permuted first to the exact minibatch optimal transport plan: the permutation
+    :math:`\sigma` minimising :math:`\sum_i \lVert x_i - z_{\sigma(i)} \rVert^2` (an
+    assignment problem, solved exactly: by SciPy's ``linear_sum_assignment`` when SciPy is
+    installed, else by the shortest-augmenting-path Hungarian algorithm written here,
+    :math:`O(B^3)`, about 0.1 s for :math:`B = 256`). Paths then cross less, the field is
+    straighter, and fewer solver steps suffice. The assignment runs on the CPU: it
+    synchronises with the device and does not compile. The pairing ignores the conditions:
+    it keeps the noise's marginal distribution, but with conditions it couples data and
+    noise across conditions (Tong et al. pair within each condition instead; group the batch
+    by condition yourself to do so).
+
+    Arguments:
+        flow: The :class:`~invgraph.modules.ContinuousFlow` whose field is trained.
+        x: Data, ``(B, *flow.dims_in[0])``.
+        c: Conditions, one tensor ``(B, *shape)`` per entry of ``flow.dims_c``.
+        noise: The latent samples :math:`z`, shaped like ``x``; fresh standard normal ones
+            by default.
+        t: The times, ``(B,)``; fresh uniform ones in :math:`[0, 1)` by default.
+        ot_pairing: Pair ``x`` and ``noise`` by the minibatch optimal transport plan.
+
+    Returns:
+        A 0-dim tensor, differentiable with respect to the field's parameters.
+
+    Raises:
+        InvGraphError: For a ``flow`` that is not a :class:`ContinuousFlow`, or tensors whose
+            shapes do not match the flow's or each other's (the message names them).
+
+    References:
+        Lipman, Chen, Ben-Hamu, Nickel, Le, "Flow Matching for Generative Modeling", ICLR
+        2023, arXiv:2210.02747.
+        Tong, Fatras, Malkin, Huguet, Zhang, Rector-Brooks, Wolf, Bengio, "Improving and
+        Generalizing Flow-Based Generative Models with Minibatch Optimal Transport", TMLR
+        2024, arXiv:2302.00482.
+        Liu, Gong, Liu, "Flow Straight and Fast: Learning to Generate and Transfer Data with
+        Rectified Flow", ICLR 2023, arXiv:2209.03003 (the same straight paths).
+
+    Example:
+        >>> import torch
+        >>> import invgraph as ig
+        >>> from invgraph.losses import flow_matching_loss
+        >>> _ = torch.manual_seed(0)
+        >>> flow = ig.ContinuousFlow([(2,)], hidden=(32, 32), steps=8)
+        >>> optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
+        >>> for _ in range(100):  # data: N((3, -1), 0.25 I)
+        ...     x = torch.randn(128, 2) * 0.5 + torch.tensor([3.0, -1.0])
+        ...     loss = flow_matching_loss(flow, x)
+        ...     optimizer.zero_grad()
+        ...     loss.backward()
+        ...     optimizer.step()
+        >>> with torch.no_grad():
+        ...     (samples,), _ = flow((torch.randn(2000, 2),), rev=True)
+        >>> torch.allclose(samples.mean(0), torch.tensor([3.0, -1.0]), atol=0.2)
+        True
+    """
+    name = "flow_matching_loss"
+    if not isinstance(flow, ContinuousFlow):
+        raise InvGraphError(f"{name}: flow must be a ContinuousFlow, got {type(flow).__name__}")
+    shape = flow.dims_in[0]
+    pattern = f"(B, {', '.join(map(str, shape))})"
+    if tuple(x.shape[1:]) != shape or x.dim() != len(shape) + 1 or x.shape[0] == 0:
+        raise InvGraphError(
+            f"{name}: expected x of shape {pattern} with B >= 1 for a flow with dims_in "
+            f"{flow.dims_in}, received {tuple(x.shape)}"
+        )
+    batch = x.shape[0]
+    c = tuple(c)
+    if len(c) != len(flow.dims_c):
+        raise InvGraphError(
+            f"{name}: the flow takes {len(flow.dims_c)} condition(s) of shapes {flow.dims_c}, "
+            f"received {len(c)}"
+        )
+    for k, (condition, expected) in enumerate(zip(c, flow.dims_c)):
+        if tuple(condition.shape) != (batch, *expected):
+            raise InvGraphError(
+                f"{name}: expected condition {k} of shape {(batch, *expected)}, received "
+                f"{tuple(condition.shape)}"
+            )
+    if noise is None:
+        noise = torch.randn_like(x)
+    elif tuple(noise.shape) != tuple(x.shape):
+        raise InvGraphError(
+            f"{name}: noise must have the shape of x, {tuple(x.shape)}, received "
+            f"{tuple(noise.shape)}"
+        )
+    if t is None:
+        t = torch.rand(batch, dtype=x.dtype, device=x.device)
+    elif tuple(t.shape) != (batch,):
+        raise InvGraphError(f"{name}: expected t of shape ({batch},), received {tuple(t.shape)}")
+    if ot_pairing:
+        noise = noise[_ot_permutation(x, noise)]
+    s = t.to(x.dtype).reshape(batch, *[1] * len(shape))
+    x_t = (1 - s) * x + s * noise
+    velocity = flow.velocity(x_t, t, c)
+    return (velocity - (noise - x)).square().mean()
+
+
+def _ot_permutation(x: Tensor, noise: Tensor) -> Tensor:
+    """The permutation ``sigma`` minimising ``sum_i |x_i - noise[sigma[i]]|^2`` (exact)."""
+    a, b = x.detach().flatten(1).double(), noise.detach().flatten(1).double()
+    cost = (a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2.0 * a @ b.T).cpu()
+    return torch.as_tensor(_assignment(cost.numpy()), device=x.device)
+
+
+def _assignment(cost: np.ndarray) -> np.ndarray:
+    """The column of each row in a minimum-cost perfect matching of a square cost matrix.
+
+    SciPy's ``linear_sum_assignment`` when SciPy is installed; otherwise the Hungarian
+    method in its shortest-augmenting-path form with dual potentials, :math:`O(n^3)`: row
+    :math:`i` joins the matching along the shortest path, in reduced costs, from it to a
+    free column, found Dijkstra-style with one vectorised pass over the columns per column
+    added to the tree. Exact, like SciPy's.
+    """
+    try:  # optional: not a dependency of invgraph
+        optimize = importlib.import_module("scipy.optimize")
+    except ImportError:
+        return _hungarian(cost)
+    rows, cols = optimize.linear_sum_assignment(cost)
+    order = np.empty_like(cols)
+    order[rows] = cols
+    return order
+
+
+def _hungarian(cost: np.ndarray) -> np.ndarray:
+    """:func:`_assignment` without SciPy; columns and rows are 1-based, 0 is a sentinel."""
+    n = cost.shape[0]
+    u, v = np.zeros(n + 1), np.zeros(n + 1)  # dual potentials of rows and columns
+    match = np.zeros(n + 1, dtype=np.int64)  # match[j]: the row of column j, 0 if free
+    parent = np.zeros(n + 1, dtype=np.int64)  # the previous column on the shortest path
+    for i in range(1, n + 1):
+        match[0], column = i, 0
+        distance = np.full(n + 1, np.inf)  # shortest reduced distances to the columns
+        done = np.zeros(n + 1, dtype=bool)  # the columns in the shortest-path tree
+        while True:
+            done[column] = True
+            row = match[column]
+            free = ~done
+            free[0] = False
+            reduced = cost[row - 1] - u[row] - v[1:]
+            closer = np.flatnonzero(free[1:] & (reduced < distance[1:])) + 1
+            distance[closer] = reduced[closer - 1]
+            parent[closer] = column
+            candidates = np.where(free, distance, np.inf)
+            column = int(np.argmin(candidates))
+            step = candidates[column]
+            u[match[done]] += step
+            v[done] -= step
+            distance[free] -= step
+            if match[column] == 0:  # a free column: augment along the path
+                break
+        while column:
+            previous = parent[column]
+            match[column] = match[previous]
+            column = previous
+    order = np.empty(n, dtype=np.int64)
+    order[match[1:] - 1] = np.arange(n)
+    return order

@@ -25,6 +25,7 @@ same seed, the same initial weights.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,16 @@ from torch import Tensor, nn
 
 from .errors import InvGraphError
 
-__all__ = ["MADE", "MLP", "ConvNet", "MaskedLinear", "autoregressive_order"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "Activation",
+    "ConvNet",
+    "MaskedLinear",
+    "autoregressive_order",
+    "build_activation",
+    "check_activation",
+]
 
 Activation = Callable[[], nn.Module]
 """Builds one activation module: a class such as ``nn.ReLU``, or a callable without arguments."""
@@ -44,8 +54,13 @@ def _check_int(owner: str, name: str, value: object, minimum: int) -> None:
         raise InvGraphError(f"{owner}: {name} must be {kind}, got {value!r}")
 
 
-def _check_activation(owner: str, activation: object) -> None:
-    """Fail early, before any layer is built, on a common mistake: a module or a function."""
+def check_activation(owner: str, activation: object) -> None:
+    """Fail early, before any layer is built, on a common mistake: a module or a function.
+
+    Raises:
+        InvGraphError: Naming ``owner``, for a module instance (which would be shared by
+            every layer) or anything that is not callable.
+    """
     if isinstance(activation, nn.Module):
         raise InvGraphError(
             f"{owner}: activation must build a new module for each layer: pass the class "
@@ -57,7 +72,13 @@ def _check_activation(owner: str, activation: object) -> None:
         )
 
 
-def _activation(owner: str, activation: Activation) -> nn.Module:
+def build_activation(owner: str, activation: Activation) -> nn.Module:
+    """One new activation module from ``activation`` (a class or a callable without arguments).
+
+    Raises:
+        InvGraphError: Naming ``owner``, when calling ``activation`` fails or returns
+            something other than an ``nn.Module`` (e.g. ``torch.relu``).
+    """
     try:
         module = activation()
     except TypeError as err:
@@ -141,11 +162,11 @@ class MLP(nn.Sequential):
         for name, value in (("c_in", c_in), ("c_out", c_out), ("hidden", hidden)):
             _check_int("MLP", name, value, 1)
         _check_int("MLP", "hidden_layers", hidden_layers, 0)
-        _check_activation("MLP", activation)
+        check_activation("MLP", activation)
         layers: list[nn.Module] = []
         width = c_in
         for _ in range(hidden_layers):
-            layers += [nn.Linear(width, hidden), _activation("MLP", activation)]
+            layers += [nn.Linear(width, hidden), build_activation("MLP", activation)]
             width = hidden
         layers.append(nn.Linear(width, c_out))
         super().__init__(*layers)
@@ -213,7 +234,7 @@ class ConvNet(nn.Sequential):
                 f"ConvNet: kernel_size must be odd, so that the padding keeps the image size; "
                 f"got {kernel_size}"
             )
-        _check_activation("ConvNet", activation)
+        check_activation("ConvNet", activation)
         padding = kernel_size // 2
         layers: list[nn.Module] = []
         for k in range(hidden_layers):
@@ -221,7 +242,7 @@ class ConvNet(nn.Sequential):
                 layers.append(nn.Conv2d(c_in, hidden, kernel_size, padding=padding))
             else:
                 layers.append(nn.Conv2d(hidden, hidden, 1))
-            layers.append(_activation("ConvNet", activation))
+            layers.append(build_activation("ConvNet", activation))
         width = hidden if hidden_layers else c_in
         layers.append(nn.Conv2d(width, c_out, kernel_size, padding=padding))
         super().__init__(*layers)
@@ -281,8 +302,14 @@ class MaskedLinear(nn.Linear):
         super().__init__(mask.shape[1], mask.shape[0])
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight * self.mask, self.bias)
+    def masked_weight(self) -> Tensor:
+        r""":math:`W \odot M`, the weight the layer applies."""
+        return self.weight * self.mask
+
+    def forward(self, x: Tensor, masked_weight: Tensor | None = None) -> Tensor:
+        """``masked_weight``: :meth:`masked_weight`, computed once for several calls."""
+        weight = self.masked_weight() if masked_weight is None else masked_weight
+        return F.linear(x, weight, self.bias)
 
 
 class MADE(nn.Module):
@@ -319,8 +346,9 @@ class MADE(nn.Module):
         residual: Skip connections around hidden layers 2 and up (equal widths needed).
 
     Shapes:
-        ``forward(x, context=None)``: ``x`` is ``(N, D)``, ``context`` ``(N, context)``;
-        returns ``(N, D, params)``.
+        ``forward(x, context=None, masked_weights=None)``: ``x`` is ``(N, D)``, ``context``
+        ``(N, context)``; returns ``(N, D, params)``. ``masked_weights``: those of
+        :meth:`masked_weights`, computed once for several calls with the same weights.
 
     References:
         Germain, Gregor, Murray, Larochelle, "MADE: Masked Autoencoder for Distribution
@@ -338,6 +366,8 @@ class MADE(nn.Module):
         >>> (jacobian != 0).int().tolist()  # output i sees inputs before i only
         [[0, 0, 0], [1, 0, 0], [1, 1, 0]]
     """
+
+    ranks: Tensor
 
     def __init__(
         self,
@@ -361,7 +391,7 @@ class MADE(nn.Module):
             raise InvGraphError(
                 f"MADE: residual connections need equal hidden widths, got {hidden}"
             )
-        _check_activation("MADE", activation)
+        check_activation("MADE", activation)
         self.features, self.params, self.context, self.residual = (
             features,
             params,
@@ -386,14 +416,27 @@ class MADE(nn.Module):
         nn.init.zeros_(layers[-1].weight)
         nn.init.zeros_(layers[-1].bias)
         self.layers = nn.ModuleList(layers)
-        self.activations = nn.ModuleList(_activation("MADE", activation) for _ in hidden)
+        self.activations = nn.ModuleList(build_activation("MADE", activation) for _ in hidden)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def masked_weights(self) -> list[Tensor]:
+        r"""Each layer's :math:`W \odot M`, to compute once for several calls (an
+        autoregressive inverse calls the MADE once per feature) and pass to :meth:`forward`."""
+        return [layer.masked_weight() for layer in cast("list[MaskedLinear]", list(self.layers))]
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        masked_weights: Sequence[Tensor] | None = None,
+    ) -> Tensor:
+        weights = [None] * len(self.layers) if masked_weights is None else masked_weights
         h = x if context is None else torch.cat([x, context], dim=-1)
-        for k, (layer, activation) in enumerate(zip(self.layers[:-1], self.activations)):
-            step = activation(layer(h))
+        for k, (layer, weight, activation) in enumerate(
+            zip(self.layers[:-1], weights, self.activations)
+        ):
+            step = activation(layer(h, weight))
             h = h + step if self.residual and k > 0 else step
-        return self.layers[-1](h).unflatten(-1, (self.features, self.params))
+        return self.layers[-1](h, weights[-1]).unflatten(-1, (self.features, self.params))
 
     def extra_repr(self) -> str:
         return (

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,3 +65,18 @@ def test_reconstruction_prints_its_table():
     # A well-conditioned chain passes the check; the worst one fails it in float32.
     assert rows[0][-1] == "ok" and rows[2][-1] == "raised"
     assert float(rows[0][4]) < 1e-4 < float(rows[2][4])  # the gradients' relative error
+
+
+def test_autoregressive_prints_its_table():
+    pytest.importorskip("zuko")
+    out = run_quick("autoregressive.py")
+    header = next(line for line in out.splitlines() if "invgraph/zuko" in line)
+    assert header.split() == ["invgraph", "ms", "zuko", "ms", "invgraph/zuko", "target"]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("MAF", "NSF"))]
+    flows = ["MAF", "NSF", "MAF +c4", "NSF +c4"]
+    tasks = ["density", "sampling", "training"]
+    assert [" ".join(row[:-5]) for row in rows] == [f"{f} {t}" for f in flows for t in tasks]
+    for row in rows:  # two times, their ratio, measured against the target
+        ours, theirs, ratio = (float(cell) for cell in row[-5:-2])
+        assert ours > 0 and theirs > 0 and ratio > 0
+        assert row[-2] == "<=1.00" and row[-1] in ("pass", "FAIL")

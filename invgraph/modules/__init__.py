@@ -11,6 +11,7 @@ from .autoregressive import (
     MaskedRationalQuadraticAutoregressive,
 )
 from .base import InvertibleModule
+from .continuous import ContinuousFlow
 from .coupling import (
     AffineCouplingOneSided,
     ConditionalAffineTransform,
@@ -58,6 +59,7 @@ __all__ = [
     "AutoregressiveBlock",
     "Concat",
     "ConditionalAffineTransform",
+    "ContinuousFlow",
     "CouplingBlock",
     "ElementwiseRationalQuadraticSpline",
     "Fixed1x1Conv",

@@ -106,6 +106,10 @@ class AutoregressiveBlock(InvertibleModule):
         self.features = features
         self.inverse_autoregressive = bool(inverse_autoregressive)
 
+    _one_feature_per_pass = False
+    """Whether the inverse maps only the feature that each pass makes exact: worth it where
+    the element-wise map costs more than picking and placing one column (splines)."""
+
     def _transform(self, a: Tensor, parameters: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
@@ -128,6 +132,38 @@ class AutoregressiveBlock(InvertibleModule):
         # Under autocast the conditioner runs in low precision; the map in the data's.
         return self.conditioner(a, context).to(a.dtype)
 
+    def _inverse(self, b: Tensor, context: Tensor | None, jac: bool) -> tuple[Tensor, Tensor]:
+        """``a = g^{-1}(b)`` of ``(N, D)`` rows in :math:`D` conditioner calls, and its
+        element-wise log-derivatives (zeros where ``jac`` is false and they are not needed).
+
+        Each call computes the parameters as the one-pass direction does, bit for bit (with
+        the same masked weights, computed once for all calls), so that the two directions
+        stay inverses in low precision too. With ``_one_feature_per_pass``, pass :math:`k`
+        maps the feature of rank :math:`k` alone: its parameters read the features of lower
+        rank, all exact by then, so it is final (the features of higher rank are still
+        zeros, which the masks keep out); otherwise every pass maps every feature.
+        """
+        made = self.conditioner
+        weights = made.masked_weights()
+        if not self._one_feature_per_pass:
+            out, log_derivative = torch.zeros_like(b), torch.zeros_like(b)
+            for _ in range(self.features):
+                theta = made(out, context, weights).to(b.dtype)
+                out, log_derivative = self._transform(b, theta, True)
+            return out, log_derivative
+        order = torch.argsort(made.ranks)  # the features by rank
+        by_rank = b.index_select(1, order)
+        out, log_derivative = torch.zeros_like(b), torch.zeros_like(b)
+        for k in range(self.features):
+            feature = order[k : k + 1]  # a tensor: no host synchronisation
+            theta = made(out, context, weights).index_select(1, feature)[:, 0].to(b.dtype)
+            value, log_d = self._transform(by_rank[:, k], theta, True)
+            chosen = made.ranks == k
+            out = torch.where(chosen, value[:, None], out)
+            if jac:
+                log_derivative = torch.where(chosen, log_d[:, None], log_derivative)
+        return out, log_derivative
+
     def forward(
         self,
         x_or_z: tuple[Tensor, ...],
@@ -140,9 +176,7 @@ class AutoregressiveBlock(InvertibleModule):
         if rev == self.inverse_autoregressive:  # b = g(a): one pass
             out, log_derivative = self._transform(rows, self._theta(rows, context), False)
         else:  # a = g^{-1}(b): D passes, each makes the next feature in the order exact
-            out = torch.zeros_like(rows)
-            for _ in range(self.features):
-                out, log_derivative = self._transform(rows, self._theta(out, context), True)
+            out, log_derivative = self._inverse(rows, context, jac)
         if self.per_position:
             moved = v.movedim(1, -1)
             out = out.reshape(moved.shape).movedim(-1, 1)
@@ -150,7 +184,7 @@ class AutoregressiveBlock(InvertibleModule):
         else:
             out = out.reshape(v.shape)
             log_derivative = log_derivative.reshape(v.shape[0], self.features)
-        return (out,), sum_except_batch(log_derivative)
+        return (out,), sum_except_batch(log_derivative) if jac else None
 
     def output_dims(self, input_dims: list[Shape]) -> list[Shape]:
         if [tuple(s) for s in input_dims] != self.dims_in:
@@ -249,7 +283,8 @@ class MaskedAffineAutoregressive(AutoregressiveBlock):
         log_scale = self.clamp * self.f_clamp(parameters[..., 0])
         shift = parameters[..., 1]
         if rev:
-            return (a - shift) * torch.exp(-log_scale), -log_scale
+            log_scale = -log_scale
+            return (a - shift) * torch.exp(log_scale), log_scale
         return a * torch.exp(log_scale) + shift, log_scale
 
 
@@ -324,6 +359,8 @@ class MaskedRationalQuadraticAutoregressive(AutoregressiveBlock):
         self.bins, self.bound = int(bins), float(bound)
         self.min_bin_sizes = (float(min_bin_sizes[0]), float(min_bin_sizes[1]))
         self.min_derivative = float(min_derivative)
+
+    _one_feature_per_pass = True
 
     def _transform(self, a: Tensor, parameters: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         k = self.bins
