@@ -484,6 +484,13 @@ def flow_matching_loss(
     name = "flow_matching_loss"
     if not isinstance(flow, ContinuousFlow):
         raise InvGraphError(f"{name}: flow must be a ContinuousFlow, got {type(flow).__name__}")
+    arguments = {"x": x, "noise": noise, "t": t, **{f"condition {k}": v for k, v in enumerate(c)}}
+    for label, value in arguments.items():
+        if value is not None and not isinstance(value, Tensor):
+            raise InvGraphError(
+                f"{name}: {label} must be a tensor, got {type(value).__name__} (convert it "
+                f"first, e.g. torch.as_tensor(array, dtype=torch.float32))"
+            )
     shape = flow.dims_in[0]
     pattern = f"(B, {', '.join(map(str, shape))})"
     if tuple(x.shape[1:]) != shape or x.dim() != len(shape) + 1 or x.shape[0] == 0:

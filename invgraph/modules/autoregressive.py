@@ -31,7 +31,15 @@ from torch import Tensor, nn
 
 from ..errors import InvGraphError
 from ..subnets import MADE, Activation
-from .base import InvertibleModule, LogDet, Shape, single_input, sum_except_batch
+from .base import (
+    InvertibleModule,
+    LogDet,
+    Shape,
+    check_condition_count,
+    flat_conditions,
+    single_input,
+    sum_except_batch,
+)
 from .clamping import ClampActivation, resolve_clamp
 from .coupling import broadcast_conditions, concat_conditions
 from .splines import check_spline_arguments, rational_quadratic_spline
@@ -121,12 +129,13 @@ class AutoregressiveBlock(InvertibleModule):
 
     def _context(self, x: Tensor, c: Sequence[Tensor]) -> Tensor | None:
         """The conditions as ``(N, context)`` rows matching :meth:`_rows`, or ``None``."""
+        if not self.per_position:
+            return flat_conditions(self, c)
+        check_condition_count(self, c)
         if not c:
             return None
-        if self.per_position:
-            maps = concat_conditions(x[:, :0], c)  # (B, C_c, *spatial), vectors broadcast
-            return maps.movedim(1, -1).reshape(-1, maps.shape[1])
-        return torch.cat([condition.flatten(1) for condition in c], dim=1)
+        maps = concat_conditions(x[:, :0], c)  # (B, C_c, *spatial), vectors broadcast
+        return maps.movedim(1, -1).reshape(-1, maps.shape[1])
 
     def _theta(self, a: Tensor, context: Tensor | None) -> Tensor:
         # Under autocast the conditioner runs in low precision; the map in the data's.

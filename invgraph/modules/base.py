@@ -16,6 +16,8 @@ __all__ = [
     "LogDet",
     "Shape",
     "call_block",
+    "check_condition_count",
+    "flat_conditions",
     "full_precision",
     "mix_channels",
     "single_input",
@@ -125,6 +127,38 @@ class InvertibleModule(nn.Module):
         if self.dims_c:
             text += f", dims_c={self.dims_c}"
         return text
+
+
+def flat_conditions(block: InvertibleModule, c: Sequence[Tensor]) -> Tensor | None:
+    """A block's conditions flattened and concatenated, ``(B, sum of their sizes)``, or
+    ``None`` for a block without conditions.
+
+    Raises:
+        InvGraphError: When the number of conditions is not the block's
+            (:func:`check_condition_count`).
+
+    Example:
+        >>> import torch
+        >>> from invgraph.modules import MaskedAffineAutoregressive
+        >>> block = MaskedAffineAutoregressive([(3,)], [(2,), (1, 2)])
+        >>> flat_conditions(block, (torch.ones(5, 2), torch.ones(5, 1, 2))).shape
+        torch.Size([5, 4])
+    """
+    check_condition_count(block, c)
+    if not c:
+        return None
+    return torch.cat([condition.flatten(1) for condition in c], dim=1)
+
+
+def check_condition_count(block: InvertibleModule, c: Sequence[Tensor]) -> None:
+    """Raise an :class:`InvGraphError` naming ``block`` unless it was given one tensor per
+    condition it was built for (graphs check this for every call; a block called directly,
+    outside a graph, would otherwise fail deep inside its subnetwork)."""
+    if len(c) != len(block.dims_c):
+        raise InvGraphError(
+            f"{type(block).__name__}: built for {len(block.dims_c)} condition(s) of shapes "
+            f"{block.dims_c}, called with {len(c)}"
+        )
 
 
 def sum_except_batch(x: Tensor) -> Tensor:

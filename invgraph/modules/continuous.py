@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from ..errors import InvGraphError
 from ..subnets import Activation, build_activation, check_activation
-from .base import InvertibleModule, Shape, single_input, sum_except_batch
+from .base import InvertibleModule, Shape, flat_conditions, single_input, sum_except_batch
 
 __all__ = ["ContinuousFlow"]
 
@@ -347,9 +347,7 @@ class ContinuousFlow(InvertibleModule):
 
     def _context(self, c: Sequence[Tensor]) -> Tensor | None:
         """The conditions flattened and concatenated, ``(B, sum |c|)``, or ``None``."""
-        if not c:
-            return None
-        return torch.cat([t.flatten(1) for t in c], dim=1)
+        return flat_conditions(self, c)
 
     def velocity(self, x: Tensor, t: Tensor | float, c: Sequence[Tensor] = ()) -> Tensor:
         """The field :math:`v(x, t; c)` at inputs ``x`` of shape ``(B, *dims_in[0])``.

@@ -207,3 +207,11 @@ def test_a_maf_learns_a_correlated_gaussian():
         nll = ((0.5 * z.square().sum(1) - log_det).mean() + math.log(2 * math.pi)).item()
     entropy = 0.5 * torch.logdet(2 * math.pi * math.e * covariance).item()
     assert nll < entropy + 0.05, (nll, entropy)
+
+
+@pytest.mark.parametrize("over", ["features", "channels"])
+def test_a_block_called_directly_with_the_wrong_number_of_conditions_says_so(over):
+    block = ig.MaskedAffineAutoregressive([(3, 2)], [(2,)], autoregressive_over=over)
+    match = r"MaskedAffineAutoregressive: built for 1 condition\(s\) of shapes \[\(2,\)\], called"
+    with pytest.raises(InvGraphError, match=match):
+        block((torch.randn(4, 3, 2),))

@@ -525,3 +525,11 @@ def test_adaptive_solvers_without_torchdiffeq_say_how_to_install_it(monkeypatch)
         ContinuousFlow([(2,)], solver="dopri5")
     with pytest.raises(InvGraphError, match=r"adjoint=True needs one of torchdiffeq's adaptive"):
         ContinuousFlow([(2,)], solver="rk4", adjoint=True)
+
+
+def test_called_directly_with_the_wrong_conditions_or_numpy_it_says_so():
+    flow = ContinuousFlow([(2,)], [(3,)], steps=1)
+    with pytest.raises(InvGraphError, match=r"ContinuousFlow: built for 1 condition\(s\)"):
+        flow((torch.randn(4, 2),))
+    with pytest.raises(InvGraphError, match=r"flow_matching_loss: x must be a tensor, got ndarray"):
+        flow_matching_loss(flow, np.zeros((4, 2), dtype=np.float32), (torch.randn(4, 3),))
