@@ -23,7 +23,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, constraints
 from torch.distributions.constraints import Constraint
 
 from ._checks import as_integer
@@ -33,6 +33,7 @@ from .modules.base import InvertibleModule, Shape, call_block
 from .modules.inverse import Inverse
 
 __all__ = [
+    "ConditionalFlowDistribution",
     "FlowDensity",
     "PullBackDistribution",
     "PushForwardDistribution",
@@ -69,6 +70,18 @@ def _broadcast_conditions(
             )
         expanded.append(cond.expand(n, *dims))
     return tuple(expanded)
+
+
+def _leading_shape(value: Tensor, shape: Shape, who: str, what: str) -> torch.Size:
+    """The dimensions of ``value`` before its trailing ``shape``, which must match."""
+    shape = tuple(shape)
+    leading = value.shape[: max(value.dim() - len(shape), 0)]
+    if value.dim() < len(shape) or tuple(value.shape[len(leading) :]) != shape:
+        raise InvGraphError(
+            f"{who}: expected {what} of shape (..., {', '.join(map(str, shape))}), got "
+            f"{tuple(value.shape)}"
+        )
+    return leading
 
 
 def standard_normal_log_prob(z: Tensor, event_dims: int | None = None) -> Tensor:
@@ -251,7 +264,11 @@ class FlowDensity(nn.Module):
         """
         xs = _as_tuple(x)
         zs, log_det = call_block(self.inn, xs, _as_tuple(c), rev=False, jac=True)
-        total = batch_log_det(xs[0], log_det, True)
+        return self._base_log_prob(zs) + batch_log_det(xs[0], log_det, True)
+
+    def _base_log_prob(self, zs: Sequence[Tensor]) -> Tensor:
+        """:math:`\\sum_k \\log p_k(z_k)`, a ``(batch,)`` tensor, each term's shape checked."""
+        total = batch_log_det(zs[0], 0.0, False)
         for k, z in enumerate(zs):
             term = self.base[k].log_prob(z)
             if tuple(term.shape) != (z.shape[0],):
@@ -263,6 +280,13 @@ class FlowDensity(nn.Module):
                 )
             total = total + term
         return total
+
+    def _latents(self, n: int) -> list[Tensor]:
+        """``n`` draws from each base, reparametrised where the base has ``rsample``."""
+        return [
+            base.rsample((n,)) if getattr(base, "has_rsample", False) else base.sample((n,))
+            for base in self.base
+        ]
 
     def nll(self, x: Tensor | Sequence[Tensor], c: Conditions = None) -> Tensor:
         """The mean negative log-likelihood over the batch (nats), a 0-dim tensor."""
@@ -319,12 +343,10 @@ class FlowDensity(nn.Module):
                 f"FlowDensity.sample: got {len(temperature)} temperature(s) for "
                 f"{len(self.base)} output(s); give one number or one per output"
             )
-        zs = []
-        for base, temperature in zip(self.base, temperatures):
-            z = base.sample((n,))
-            if temperature != 1.0:
-                z = base.mean + temperature * (z - base.mean)
-            zs.append(z)
+        zs = [
+            z if temperature == 1.0 else base.mean + temperature * (z - base.mean)
+            for base, temperature, z in zip(self.base, temperatures, self._latents(n))
+        ]
         x, _ = self.inn(tuple(zs), c=conditions, rev=True, jac=False)
         return x
 
@@ -385,6 +407,30 @@ class FlowDensity(nn.Module):
             return x.reshape(batch, n, *x.shape[1:])
         return tuple(t.reshape(batch, n, *t.shape[1:]) for t in x)
 
+    def distribution(
+        self, c: Conditions = None, validate_args: bool | None = None
+    ) -> ConditionalFlowDistribution:
+        r"""This density given the observations ``c``, as a ``torch.distributions``
+        object: a :class:`ConditionalFlowDistribution` (read its shapes there).
+
+        Arguments:
+            c: The conditions: per condition of the network a tensor of shape
+                ``(*batch_shape, *dims)``, ``dims`` for one observation. ``None`` for a
+                network without conditions.
+            validate_args: Check ``log_prob``'s values, as ``torch.distributions`` does.
+
+        Example:
+            >>> import torch, invgraph as ig
+            >>> from invgraph.distributions import FlowDensity
+            >>> inn = ig.SequenceINN(2)
+            >>> inn.append(ig.GLOWCouplingBlock, subnet_constructor=torch.nn.Linear,
+            ...            cond=0, cond_shape=(3,))
+            >>> q = FlowDensity(inn).distribution(torch.zeros(4, 3))  # four observations
+            >>> q.batch_shape, q.event_shape, q.sample((5,)).shape
+            (torch.Size([4]), torch.Size([2]), torch.Size([5, 4, 2]))
+        """
+        return ConditionalFlowDistribution(self, c, validate_args)
+
 
 class PushForwardDistribution(Distribution):
     r"""The distribution of :math:`x = g(z)`, :math:`z \sim p_Z`, for an invertible ``g``.
@@ -433,12 +479,7 @@ class PushForwardDistribution(Distribution):
         self._latent_shape = dims_in[0]
 
     def _flatten(self, value: Tensor, shape: Shape) -> tuple[Tensor, torch.Size]:
-        batch = value.shape[: value.dim() - len(shape)]
-        if tuple(value.shape[len(batch) :]) != tuple(shape):
-            raise InvGraphError(
-                f"{type(self).__name__}: expected values of shape (..., "
-                f"{', '.join(map(str, shape))}), got {tuple(value.shape)}"
-            )
+        batch = _leading_shape(value, shape, type(self).__name__, "values")
         return value.reshape(-1, *shape), batch
 
     def log_prob(self, value: Tensor, conditions: Conditions = None) -> Tensor:
@@ -496,3 +537,203 @@ class PullBackDistribution(PushForwardDistribution):
 
     def __init__(self, base_distribution: Any, transform: InvertibleModule):
         super().__init__(base_distribution, Inverse(transform))
+
+
+def _observation_batch(
+    c: Conditions, dims_c: Sequence[Shape], who: str
+) -> tuple[tuple[Tensor, ...], torch.Size]:
+    """The conditions as given, checked, and their common batch shape: each condition is
+    ``(*batch, *dims)``, the batches broadcast (``dims`` alone is one observation)."""
+    conditions = _as_tuple(c)
+    dims_c = [tuple(d) for d in dims_c]
+    if len(conditions) != len(dims_c):
+        raise InvGraphError(
+            f"{who}: the network takes {len(dims_c)} condition(s) of shapes "
+            f"{[('*batch', *d) for d in dims_c]}, got {len(conditions)}"
+        )
+    batches = []
+    for k, (cond, dims) in enumerate(zip(conditions, dims_c)):
+        if not isinstance(cond, Tensor):
+            raise InvGraphError(f"{who}: condition {k} must be a tensor, got {type(cond).__name__}")
+        batches.append(_leading_shape(cond, dims, who, f"condition {k}"))
+    try:
+        return conditions, torch.broadcast_shapes(*batches)
+    except RuntimeError as error:
+        raise InvGraphError(
+            f"{who}: the batch shapes of the conditions, {[tuple(b) for b in batches]} (of "
+            f"condition shapes {[tuple(cond.shape) for cond in conditions]}), do not broadcast"
+        ) from error
+
+
+class ConditionalFlowDistribution(Distribution):
+    r"""A :class:`FlowDensity` given observations, as a :class:`torch.distributions.Distribution`.
+
+    For a network :math:`f` (data to latents) with one input, base :math:`p_Z` and
+    observations :math:`c_b`, this is the distribution of :math:`x` with
+
+    .. math::
+
+        \log q(x \mid c_b) = \log p_Z(f(x; c_b)) + \log |\det J_f(x; c_b)|.
+
+    Sampling draws :math:`z \sim p_Z` and returns :math:`x = f^{-1}(z; c_b)`; the same inverse
+    pass gives the log-density of its samples,
+
+    .. math::
+
+        \log q(x \mid c_b) = \log p_Z(z) - \log |\det J_{f^{-1}}(z; c_b)|,
+
+    which :meth:`rsample_and_log_prob` returns without a second (forward) pass.
+
+    Shapes, as ``torch.distributions`` defines them: ``event_shape`` is the network's input
+    shape; ``batch_shape`` is the batch of the observations (``()`` for one, ``(n,)`` for
+    ``n``: each condition ``(*batch_shape, *dims)``; a condition of shape ``dims`` is one
+    observation, broadcast). ``sample(sample_shape)`` returns
+    ``sample_shape + batch_shape + event_shape``, ``x[s..., b]`` drawn given observation
+    ``b``, in one batched inverse pass. ``log_prob(value)`` takes
+    ``(..., *event_shape)`` whose leading dimensions broadcast with ``batch_shape`` and
+    returns their broadcast shape. Samples are reparametrised (``rsample``): gradients flow
+    through the inverse network to its parameters (and to a base's, if it has ``rsample``).
+    The object is a view: it follows the density's parameters as they train.
+
+    Usually built by :meth:`FlowDensity.distribution`.
+
+    Arguments:
+        density: A :class:`FlowDensity` whose network has one input (any outputs, any
+            conditions).
+        c: The observations, one tensor per condition of the network (``None`` if it has
+            none).
+        validate_args: As for any ``torch.distributions`` object: check ``log_prob``'s
+            values against :attr:`support` (real and finite-or-infinite, not NaN).
+
+    Raises:
+        InvGraphError: For a network with several inputs, or conditions of the wrong
+            number or shapes (the message names them).
+
+    Example:
+        >>> import torch, invgraph as ig
+        >>> from invgraph.distributions import FlowDensity
+        >>> inn = ig.SequenceINN(2)
+        >>> inn.append(ig.GLOWCouplingBlock, subnet_constructor=torch.nn.Linear,
+        ...            cond=0, cond_shape=(1,))
+        >>> q = FlowDensity(inn).distribution(torch.tensor([0.5]))  # one observation
+        >>> x, log_q = q.rsample_and_log_prob((3,))
+        >>> x.shape, log_q.shape, torch.allclose(log_q, q.log_prob(x), atol=1e-5)
+        (torch.Size([3, 2]), torch.Size([3]), True)
+
+    References:
+        Papamakarios et al., "Normalizing Flows for Probabilistic Modeling and Inference",
+        JMLR 2021, arXiv:1912.02762.
+    """
+
+    arg_constraints: ClassVar[dict[str, Constraint]] = {}
+    has_rsample = True
+
+    def __init__(
+        self, density: FlowDensity, c: Conditions = None, validate_args: bool | None = None
+    ):
+        who = type(self).__name__
+        if not isinstance(density, FlowDensity):
+            raise InvGraphError(f"{who}: expected a FlowDensity, got {type(density).__name__}")
+        dims_in = [tuple(d) for d in density.network.dims_in]
+        if len(dims_in) != 1:
+            raise InvGraphError(
+                f"{who}: the network must have one input (the data), it has {len(dims_in)} "
+                f"of shapes {dims_in}; use FlowDensity.log_prob and sample for several"
+            )
+        self.density = density
+        self.conditions, batch_shape = _observation_batch(c, density.network.dims_c, who)
+        super().__init__(batch_shape, torch.Size(dims_in[0]), validate_args=validate_args)
+
+    @property
+    def support(self) -> Constraint:
+        """Real values, the whole input tensor one event."""
+        return constraints.independent(constraints.real, len(self.event_shape))
+
+    def expand(
+        self, batch_shape: Sequence[int], _instance: Any = None
+    ) -> ConditionalFlowDistribution:
+        """The same distribution over a larger batch (the observations broadcast), as
+        ``pyro.plate`` asks for."""
+        batch_shape = torch.Size(batch_shape)
+        try:
+            fits = torch.broadcast_shapes(self.batch_shape, batch_shape) == batch_shape
+        except RuntimeError:
+            fits = False
+        if not fits:
+            raise InvGraphError(
+                f"{type(self).__name__}.expand: batch_shape {tuple(self.batch_shape)} does not "
+                f"broadcast to {tuple(batch_shape)}"
+            )
+        new = self._get_checked_instance(ConditionalFlowDistribution, _instance)
+        new.density, new.conditions = self.density, self.conditions
+        Distribution.__init__(new, batch_shape, self.event_shape, validate_args=False)
+        new._validate_args = self._validate_args
+        return new
+
+    def _flat_conditions(self, shape: torch.Size) -> tuple[Tensor, ...]:
+        """The conditions of a flat batch of the values of ``shape`` (``(*shape, *dims)``
+        flattened to ``(prod(shape), *dims)``)."""
+        dims_c = [tuple(d) for d in self.density.network.dims_c]
+        return tuple(
+            cond.expand(*shape, *dims).reshape(-1, *dims)
+            for cond, dims in zip(self.conditions, dims_c)
+        )
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        """:math:`\\log q(x \\mid c_b)` (the log-det included), of the broadcast shape of
+        ``value``'s leading dimensions and ``batch_shape``."""
+        who = f"{type(self).__name__}.log_prob"
+        event = tuple(self.event_shape)
+        leading = _leading_shape(value, event, who, "values")
+        try:
+            shape = torch.broadcast_shapes(leading, self.batch_shape)
+        except RuntimeError as error:
+            raise InvGraphError(
+                f"{who}: values of shape {tuple(value.shape)}: their batch dimensions "
+                f"{tuple(leading)} do not broadcast with batch_shape {tuple(self.batch_shape)}"
+            ) from error
+        if self._validate_args:
+            self._validate_sample(value)
+        x = value.expand(*shape, *event).reshape(-1, *event)
+        return self.density.log_prob(x, self._flat_conditions(shape)).reshape(shape)
+
+    def _inverse(self, sample_shape: Sequence[int], jac: bool) -> tuple[Tensor, Tensor]:
+        """Samples ``sample_shape + batch_shape + event_shape`` and, with ``jac``, their
+        log-densities (zeros without), from one inverse pass."""
+        shape = torch.Size(sample_shape) + self.batch_shape
+        zs = self.density._latents(shape.numel())
+        conditions = self._flat_conditions(shape)
+        (x,), log_det = call_block(self.density.inn, zs, conditions, rev=True, jac=jac)
+        log_q = batch_log_det(zs[0], log_det, jac)
+        if jac:
+            log_q = self.density._base_log_prob(zs) - log_q
+        return x.reshape(*shape, *self.event_shape), log_q.reshape(shape)
+
+    def rsample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:
+        """Samples of shape ``sample_shape + batch_shape + event_shape``, differentiable
+        with respect to the network's parameters."""
+        return self._inverse(sample_shape, jac=False)[0]
+
+    def sample(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:
+        """Samples of shape ``sample_shape + batch_shape + event_shape``, without gradients."""
+        with torch.no_grad():
+            return self.rsample(sample_shape)
+
+    def __call__(self, sample_shape: Sequence[int] = torch.Size()) -> Tensor:
+        """:meth:`rsample`: calling a distribution draws from it, as ``pyro.sample`` does."""
+        return self.rsample(sample_shape)
+
+    def rsample_and_log_prob(
+        self, sample_shape: Sequence[int] = torch.Size()
+    ) -> tuple[Tensor, Tensor]:
+        """Differentiable samples and their log-densities (``sample_shape + batch_shape``),
+        from one inverse pass: what reverse-KL training (:func:`invgraph.losses.reverse_kl`)
+        needs."""
+        return self._inverse(sample_shape, jac=True)
+
+    def sample_and_log_prob(
+        self, sample_shape: Sequence[int] = torch.Size()
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`rsample_and_log_prob` without gradients."""
+        with torch.no_grad():
+            return self.rsample_and_log_prob(sample_shape)

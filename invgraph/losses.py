@@ -1,5 +1,5 @@
-"""Sample-based losses for training invertible networks: the maximum mean discrepancy, and
-flow matching.
+"""Sample-based losses for training invertible networks: the maximum mean discrepancy,
+flow matching, and the reverse Kullback-Leibler divergence to an unnormalised density.
 
 Ardizzone et al. train INNs for inverse problems by matching the distribution of the
 network's outputs to a target with the maximum mean discrepancy (MMD) of two sets of
@@ -8,6 +8,8 @@ the zero-padded inputs of their augmented-latent networks, and
 :func:`augmented_forward_loss` / :func:`augmented_backward_loss` their training losses.
 :func:`flow_matching_loss` trains the field of a
 :class:`~invgraph.modules.ContinuousFlow` by regression, without solving its ODE.
+:func:`reverse_kl` fits a flow to an unnormalised density from its own samples (Boltzmann
+generators, variational inference), with :func:`effective_sample_size` to judge the fit.
 """
 
 from __future__ import annotations
@@ -19,18 +21,24 @@ from typing import Literal, NamedTuple, cast
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
+from ._checks import as_integer
+from .distributions import FlowDensity
 from .errors import InvGraphError
 from .modules.continuous import ContinuousFlow
 
 __all__ = [
     "AugmentedBackwardLoss",
     "AugmentedForwardLoss",
+    "ReverseKL",
     "augmented_backward_loss",
     "augmented_forward_loss",
+    "effective_sample_size",
     "flow_matching_loss",
     "mmd",
     "remove_padding",
+    "reverse_kl",
     "zero_padding",
 ]
 
@@ -590,3 +598,178 @@ def _hungarian(cost: np.ndarray) -> np.ndarray:
     order = np.empty(n, dtype=np.int64)
     order[match[1:] - 1] = np.arange(n)
     return order
+
+
+def effective_sample_size(log_weights: Tensor, dim: int = 0) -> Tensor:
+    r"""Kish's effective sample size of importance weights given by their logarithms.
+
+    .. math::
+
+        \mathrm{ESS} = \frac{\left(\sum_i w_i\right)^2}{\sum_i w_i^2}
+        = \exp\left(2 \operatorname{logsumexp}_i \log w_i
+        - \operatorname{logsumexp}_i 2 \log w_i\right),
+
+    computed in the second form, so that weights far outside floating-point range (log-weights
+    of :math:`\pm 10^4`) are fine; the weights need no normalisation. It is the absolute
+    count, between 1 (one weight dominates) and :math:`n` (equal weights); divide by
+    :math:`n` for the fraction that :func:`reverse_kl` reports.
+
+    Arguments:
+        log_weights: :math:`\log w_i`, a floating-point tensor with at least one entry along
+            ``dim``.
+        dim: The dimension of the samples; the others are kept (one ESS each).
+
+    Returns:
+        A tensor of ``log_weights``' shape without ``dim``.
+
+    References:
+        Kong, "A Note on Importance Sampling using Standardized Weights", Technical Report
+        348, Department of Statistics, University of Chicago, 1992.
+        Owen, "Monte Carlo theory, methods and examples", 2013, chapter 9.3.
+
+    Example:
+        >>> import torch
+        >>> from invgraph.losses import effective_sample_size
+        >>> round(float(effective_sample_size(torch.zeros(100))), 3)  # equal weights: n
+        100.0
+        >>> float(effective_sample_size(torch.tensor([0.0, -1e4, -1e4])))  # one dominates
+        1.0
+    """
+    if not isinstance(log_weights, Tensor) or not log_weights.is_floating_point():
+        raise InvGraphError(
+            f"effective_sample_size: log_weights must be a floating-point tensor, got "
+            f"{getattr(log_weights, 'dtype', type(log_weights).__name__)}"
+        )
+    if not -log_weights.dim() <= dim < max(log_weights.dim(), 1) or (
+        log_weights.dim() and log_weights.shape[dim] == 0
+    ):
+        raise InvGraphError(
+            f"effective_sample_size: dim {dim} must index a dimension with at least one entry "
+            f"of log_weights, of shape {tuple(log_weights.shape)}"
+        )
+    log_sum = torch.logsumexp(log_weights, dim)
+    return torch.exp(2.0 * log_sum - torch.logsumexp(2.0 * log_weights, dim))
+
+
+class ReverseKL(NamedTuple):
+    """The result of :func:`reverse_kl`."""
+
+    loss: Tensor
+    r""":math:`\overline{\log q(x_i) - \log \tilde p(x_i)}`, a 0-dim tensor, differentiable
+    with respect to the flow's parameters (the samples are reparametrised)."""
+    log_weights: Tensor
+    r""":math:`\log w_i = \log \tilde p(x_i) - \log q(x_i)`, detached, of shape
+    ``(n, *batch_shape)``."""
+    ess: Tensor
+    """The effective sample size of the weights as a fraction of ``n`` (in ``(0, 1]``, 1 when
+    ``q`` is the normalised target), detached, one per observation (``batch_shape``)."""
+
+
+def reverse_kl(
+    density_or_distribution: FlowDensity | Distribution,
+    log_target: Callable[[Tensor], Tensor],
+    n: int,
+    c: Tensor | Sequence[Tensor] | None = None,
+) -> ReverseKL:
+    r"""The reverse Kullback-Leibler divergence of a flow :math:`q` to an unnormalised density.
+
+    For :math:`\tilde p = Z p` known up to its normalisation :math:`Z` (a Boltzmann weight
+    :math:`e^{-u(x)/kT}`, a posterior's likelihood times prior) and :math:`n` samples
+    :math:`x_i = f^{-1}(z_i) \sim q`, :math:`z_i \sim p_Z`,
+
+    .. math::
+
+        \mathcal{L} = \frac{1}{n} \sum_i \big(\log q(x_i) - \log \tilde p(x_i)\big)
+        \approx \mathrm{KL}(q \,\|\, p) - \log Z \;\geq\; -\log Z.
+
+    It needs no data, only :math:`\log \tilde p` (and its gradient): the samples are
+    reparametrised, so the loss differentiates through the inverse network, and
+    :math:`\log q(x_i)` comes from the same inverse pass
+    (:meth:`~invgraph.distributions.ConditionalFlowDistribution.rsample_and_log_prob`). Its
+    minimum, :math:`-\log Z`, is reached at :math:`q = p`. The importance weights
+    :math:`w_i = \tilde p(x_i) / q(x_i)` reweight :math:`q`'s samples to :math:`p`
+    (unbiased expectations under :math:`p`, :math:`\log Z \approx \log \overline{w}`); their
+    effective sample size tells how well :math:`q` covers :math:`p`. The reverse KL is
+    mode-seeking: a low loss with a low ESS means :math:`q` missed mass of :math:`p`.
+
+    Arguments:
+        density_or_distribution: :math:`q`: a :class:`~invgraph.distributions.FlowDensity`
+            with one input (given ``c``), or any ``torch.distributions`` object with
+            ``rsample`` (e.g. :meth:`FlowDensity.distribution
+            <invgraph.distributions.FlowDensity.distribution>`'s).
+        log_target: :math:`\log \tilde p`: maps samples ``(n, *batch_shape, *event_shape)``
+            to ``(n, *batch_shape)``, differentiably.
+        n: The number of samples (per observation), an integer ``>= 1``.
+        c: The observations for a ``FlowDensity`` (see
+            :class:`~invgraph.distributions.ConditionalFlowDistribution`); a distribution
+            carries its own.
+
+    Returns:
+        A :class:`ReverseKL` ``(loss, log_weights, ess)``; ``ess`` is a fraction of ``n``.
+
+    Raises:
+        InvGraphError: For a ``q`` that cannot be sampled with gradients, ``c`` given with a
+            distribution, an ``n`` that is not a positive integer, a ``log_target`` that is
+            not callable or returns the wrong shape (the message names the shapes).
+
+    References:
+        Rezende, Mohamed, "Variational Inference with Normalizing Flows", ICML 2015,
+        arXiv:1505.05770.
+        Noé, Olsson, Köhler, Wu, "Boltzmann generators: Sampling equilibrium states of
+        many-body systems with deep learning", Science 365, 2019, arXiv:1812.01729.
+
+    Example:
+        >>> import torch, invgraph as ig
+        >>> from invgraph.distributions import FlowDensity
+        >>> from invgraph.losses import reverse_kl
+        >>> inn = ig.SequenceINN(2)
+        >>> inn.append(ig.PermuteRandom, seed=0)
+        >>> q = FlowDensity(inn)  # the standard normal
+        >>> result = reverse_kl(q, lambda x: -0.5 * x.square().sum(-1), 256)
+        >>> round(float(result.loss), 4), float(result.ess)  # -log Z = -log(2 pi)
+        (-1.8379, 1.0)
+    """
+    q = _variational_distribution(density_or_distribution, c)
+    if not callable(log_target):
+        raise InvGraphError(
+            f"reverse_kl: log_target must be callable (samples to log-densities), got "
+            f"{type(log_target).__name__}"
+        )
+    count = as_integer(n)
+    if count is None or count < 1:
+        raise InvGraphError(f"reverse_kl: n must be an integer >= 1, received {n!r}")
+    if hasattr(q, "rsample_and_log_prob"):
+        x, log_q = q.rsample_and_log_prob((count,))
+    else:
+        x = q.rsample((count,))
+        log_q = q.log_prob(x)
+    log_p = log_target(x)
+    if not isinstance(log_p, Tensor) or log_p.shape != log_q.shape:
+        raise InvGraphError(
+            f"reverse_kl: log_target must return one log-density per sample, of shape "
+            f"{tuple(log_q.shape)} for samples of shape {tuple(x.shape)}; got "
+            f"{tuple(log_p.shape) if isinstance(log_p, Tensor) else type(log_p).__name__}"
+        )
+    difference = log_q - log_p
+    log_weights = -difference.detach()
+    ess = effective_sample_size(log_weights) / count
+    return ReverseKL(difference.mean(), log_weights, ess)
+
+
+def _variational_distribution(
+    q: FlowDensity | Distribution, c: Tensor | Sequence[Tensor] | None
+) -> Distribution:
+    """``q`` as a distribution with ``rsample``: a FlowDensity given ``c``, or as given."""
+    if isinstance(q, FlowDensity):
+        return q.distribution(c)
+    if not isinstance(q, Distribution) or not q.has_rsample:
+        raise InvGraphError(
+            f"reverse_kl: expected a FlowDensity or a torch.distributions object with "
+            f"rsample, got {type(q).__name__}"
+        )
+    if c is not None:
+        raise InvGraphError(
+            "reverse_kl: c is for a FlowDensity; a distribution carries its own conditions "
+            "(build it with FlowDensity.distribution(c))"
+        )
+    return q

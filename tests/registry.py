@@ -20,6 +20,8 @@ from invgraph.modules import (
     ActNorm,
     AffineCouplingOneSided,
     AllInOneBlock,
+    BoundedSupport,
+    CircularRationalQuadraticSpline,
     Concat,
     ConditionalAffineTransform,
     ContinuousFlow,
@@ -334,6 +336,31 @@ BLOCKS: list[BlockCase] = [
     BlockCase(
         "rqs-elementwise-cond",
         lambda: ElementwiseRationalQuadraticSpline([(2, 4, 4)], [(3,)], ConvSubnet, bound=1.0),
+    ),
+    BlockCase(
+        "circular-spline",
+        lambda: CircularRationalQuadraticSpline([(5,)], subnet_constructor=DenseSubnet, bound=4.0),
+    ),
+    BlockCase(
+        "circular-spline-image-cond-no-rotation",
+        lambda: CircularRationalQuadraticSpline(
+            [(2, 4, 4)], [(3,)], ConvSubnet, bins=4, bound=5.0, rotation=False
+        ),
+    ),
+    # Random normal inputs must lie in the support: bounds at +-8 (or beyond) hold them.
+    BlockCase(
+        "bounded-box", lambda: BoundedSupport([(6,)], low=-8.0, high=torch.linspace(8, 9, 6))
+    ),
+    BlockCase(
+        "bounded-mixed-image",
+        lambda: BoundedSupport(
+            [(2, 2, 2)],
+            low=torch.tensor([-8.0, -math.inf]).reshape(2, 1, 1),
+            high=torch.tensor([[8.0, math.inf], [9.0, math.inf]]),
+        ),
+    ),
+    BlockCase(
+        "inverse-bounded", lambda: Inverse(BoundedSupport([(5,)], low=-1.0, high=[1, 2, 3, 4, 5]))
     ),
     BlockCase(
         "maf", lambda: MaskedAffineAutoregressive([(5,)], hidden=(12, 12), ordering="random")

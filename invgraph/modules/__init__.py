@@ -11,6 +11,7 @@ from .autoregressive import (
     MaskedRationalQuadraticAutoregressive,
 )
 from .base import InvertibleModule
+from .bounded import BoundedSupport
 from .continuous import ContinuousFlow
 from .coupling import (
     AffineCouplingOneSided,
@@ -50,13 +51,19 @@ from .reshapes import (
     Reshape,
 )
 from .residual import IResNetLayer
-from .splines import ElementwiseRationalQuadraticSpline, RationalQuadraticSpline
+from .splines import (
+    CircularRationalQuadraticSpline,
+    ElementwiseRationalQuadraticSpline,
+    RationalQuadraticSpline,
+)
 
 __all__ = [
     "ActNorm",
     "AffineCouplingOneSided",
     "AllInOneBlock",
     "AutoregressiveBlock",
+    "BoundedSupport",
+    "CircularRationalQuadraticSpline",
     "Concat",
     "ConditionalAffineTransform",
     "ContinuousFlow",

@@ -9,6 +9,10 @@ The spline is the monotonic rational-quadratic spline of Durkan et al. on the bo
 :math:`d_0 = d_K = 1`, so the map is :math:`C^1` at :math:`\pm B`. Its parameters per
 element are ``K`` unnormalised widths, ``K`` heights and ``K - 1`` inner derivatives; all
 zero give uniform bins with slope 1, the identity.
+
+:class:`CircularRationalQuadraticSpline` makes the spline periodic (one learned derivative
+at both ends, :math:`d_0 = d_K`) and adds a rotation: a diffeomorphism of the circle, for
+angles.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from .base import Shape, sum_except_batch
 from .coupling import CouplingBlock, StepLogDet, SubnetConstructor, subnet_constructor_or_error
 
 __all__ = [
+    "CircularRationalQuadraticSpline",
     "ElementwiseRationalQuadraticSpline",
     "RationalQuadraticSpline",
     "check_spline_arguments",
@@ -54,6 +59,7 @@ def rational_quadratic_spline(
     rev: bool = False,
     min_bin_sizes: tuple[float, float] = (1e-3, 1e-3),
     min_derivative: float = 1e-3,
+    boundary_derivatives: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     r"""The monotonic rational-quadratic spline :math:`g` element-wise, with identity tails.
 
@@ -82,6 +88,9 @@ def rational_quadratic_spline(
         rev: Compute :math:`g^{-1}` instead of :math:`g`.
         min_bin_sizes: Smallest bin width and height (absolute).
         min_derivative: Smallest derivative :math:`m_d` at the knots, in (0, 1).
+        boundary_derivatives: Unnormalised derivative at both ends, ``S + (1,)``:
+            :math:`d_0 = d_K` (a periodic spline, :class:`CircularRationalQuadraticSpline`),
+            mapped like the inner ones. ``None``: :math:`d_0 = d_K = 1`, :math:`C^1` tails.
 
     Returns:
         :math:`g(x)` and :math:`\log g'(x)`, or with ``rev``, :math:`g^{-1}(y)` and
@@ -91,8 +100,11 @@ def rational_quadratic_spline(
     knots_y, h = _knots(heights, bound, min_bin_sizes[1])
     shift = math.log(math.expm1(1.0 - min_derivative))
     inner = min_derivative + F.softplus(derivatives + shift)
-    ones = torch.ones_like(widths[..., :1])
-    d = torch.cat([ones, inner, ones], dim=-1)
+    if boundary_derivatives is None:
+        ends = torch.ones_like(widths[..., :1])
+    else:
+        ends = min_derivative + F.softplus(boundary_derivatives + shift)
+    d = torch.cat([ends, inner, ends], dim=-1)
 
     inside = (x >= -bound) & (x <= bound)
     v = x.clamp(-bound, bound)  # outside values stay finite: no NaN through torch.where
@@ -326,3 +338,131 @@ class ElementwiseRationalQuadraticSpline(_SplineCoupling):
         if self.dims_c:
             return self.subnet(u)
         return self.spline_parameters.expand(u.shape[0], *self.spline_parameters.shape)
+
+
+def _wrap(x: Tensor, bound: float) -> Tensor:
+    """``x`` modulo the period ``2 * bound``, into :math:`[-B, B]` (``B`` itself only by
+    rounding: ``remainder`` may round a tiny negative up to the period)."""
+    return torch.remainder(x + bound, 2 * bound) - bound
+
+
+class CircularRationalQuadraticSpline(_SplineCoupling):
+    r"""Circular rational-quadratic spline coupling for angles (Rezende et al. 2020).
+
+    Every element of the input is an angle, a point of the circle
+    :math:`\mathbb{S}^1 = [-B, B)` with period :math:`2B` (:math:`B = \pi` by default); the
+    block is a diffeomorphism of the torus :math:`(\mathbb{S}^1)^D`. It is two-sided as
+    :class:`RationalQuadraticSpline`: :math:`y_1 = h_{\theta_1(x_2, c)}(x_1)`, then
+    :math:`y_2 = h_{\theta_2(y_1, c)}(x_2)`, where each element's map is the monotonic
+    rational-quadratic spline :math:`g` on :math:`[-B, B]` (:func:`rational_quadratic_spline`)
+    followed by a rotation :math:`\phi`:
+
+    .. math::
+
+        h(x) = \big(g(x) + \phi + B\big) \bmod 2B - B, \qquad
+        \log|h'(x)| = \log g'(x).
+
+    :math:`g` fixes :math:`\pm B`, and its derivatives there are one learned value
+    :math:`d_0 = d_K > 0`, so :math:`h` and :math:`h'` agree at :math:`-B` and :math:`B`:
+    :math:`h` is a :math:`C^1` bijection of the circle. The rotation (a learned shift, with
+    ``rotation=True``) moves the fixed point :math:`\pm B`. Per element the subnetwork
+    predicts ``3 * bins + 1`` values: ``bins`` widths, ``bins`` heights, ``bins - 1`` inner
+    derivatives, the end derivative and :math:`\phi` (``3 * bins`` without rotation). The
+    subnetworks see the other half as :math:`(\cos(\pi x / B), \sin(\pi x / B))`, so the
+    parameters, and the whole map, are periodic in every angle (conditions are passed as
+    they are). A subnetwork that outputs zeros gives the identity.
+
+    **Inputs outside the period are wrapped**, not refused (a check would need a host
+    synchronisation): the forward pass first maps each angle to :math:`[-B, B)` modulo
+    :math:`2B` (this does not change the log-det), and its outputs are in :math:`[-B, B]`.
+    So the round trip returns the wrapped angle, equal to the input modulo :math:`2B`; an
+    angle within rounding of the seam :math:`\pm B` may come back as the other end.
+
+    Arguments:
+        dims_in: One input shape ``(C, ...)`` of angles.
+        dims_c: Condition shapes, ``(C_c, *spatial)`` or vectors (broadcast over space).
+        subnet_constructor: ``constructor(c_in, c_out)``; builds two subnetworks, whose
+            ``c_in`` is twice the other half's channels plus the conditions'.
+        split_len: Channels of :math:`x_1` (fraction or count).
+        bins: Number of bins ``K`` of each spline.
+        bound: :math:`B`, half the period; angles in radians: :math:`\pi`.
+        rotation: Learn the rotation :math:`\phi` too.
+        min_bin_sizes: Smallest bin width and height (absolute).
+        min_derivative: Smallest derivative at the knots, in (0, 1).
+
+    References:
+        Rezende, Papamakarios, Racanière, Albergo, Kanwar, Shanahan, Cranmer, "Normalizing
+        Flows on Tori and Spheres", ICML 2020, arXiv:2002.02428.
+        Durkan, Bekasov, Murray, Papamakarios, "Neural Spline Flows", NeurIPS 2019,
+        arXiv:1906.04032.
+
+    Example:
+        >>> import math, torch
+        >>> from torch import nn
+        >>> from invgraph.modules import CircularRationalQuadraticSpline
+        >>> _ = torch.manual_seed(0)
+        >>> block = CircularRationalQuadraticSpline([(4,)], subnet_constructor=nn.Linear)
+        >>> angles = (2 * torch.rand(3, 4) - 1) * math.pi
+        >>> (z,), log_det = block((angles,))
+        >>> (back,), _ = block((z,), rev=True)
+        >>> bool(z.abs().max() <= math.pi), torch.allclose(back, angles, atol=1e-4)
+        (True, True)
+        >>> (wrapped,), _ = block((angles + 2 * math.pi,))  # one more turn: the same point
+        >>> torch.allclose(wrapped, z, atol=1e-4)
+        True
+    """
+
+    def __init__(
+        self,
+        dims_in: Sequence[Shape],
+        dims_c: Sequence[Shape] | None = None,
+        subnet_constructor: SubnetConstructor | None = None,
+        split_len: float | int = 0.5,
+        bins: int = 8,
+        bound: float = math.pi,
+        rotation: bool = True,
+        min_bin_sizes: tuple[float, float] = (1e-3, 1e-3),
+        min_derivative: float = 1e-3,
+    ):
+        super().__init__(
+            dims_in, dims_c, split_len, True, bins, bound, min_bin_sizes, min_derivative
+        )
+        self.rotation = bool(rotation)
+        self.per_element = 3 * self.bins + int(self.rotation)
+        make = subnet_constructor_or_error(type(self).__name__, subnet_constructor)
+        n, c = self.per_element, self.condition_length
+        self.subnet1 = make(2 * self.split_len2 + c, self.split_len1 * n)
+        self.subnet2 = make(2 * self.split_len1 + c, self.split_len2 * n)
+
+    def _conditioner(self, side: int, u: Tensor) -> Tensor:
+        angles = self.split_len2 if side == 0 else self.split_len1
+        phase = u[:, :angles] * (math.pi / self.bound)
+        features = torch.cat([torch.cos(phase), torch.sin(phase), u[:, angles:]], dim=1)
+        return self.subnet1(features) if side == 0 else self.subnet2(features)
+
+    def _bijection(
+        self, side: int, x: Tensor, theta: Tensor, rev: bool
+    ) -> tuple[Tensor, StepLogDet]:
+        theta = theta.reshape(x.shape[0], x.shape[1], self.per_element, *x.shape[2:])
+        theta = theta.movedim(2, -1)
+        k, bound = self.bins, self.bound
+        x = _wrap(x, bound)
+        if rev and self.rotation:
+            x = _wrap(x - theta[..., 3 * k], bound)
+        y, log_derivative = rational_quadratic_spline(
+            x,
+            theta[..., :k],
+            theta[..., k : 2 * k],
+            theta[..., 2 * k : 3 * k - 1],
+            bound,
+            rev,
+            self.min_bin_sizes,
+            self.min_derivative,
+            boundary_derivatives=theta[..., 3 * k - 1 : 3 * k],
+        )
+        if not rev and self.rotation:
+            y = _wrap(y + theta[..., 3 * k], bound)
+        return y, sum_except_batch(log_derivative)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, rotation={self.rotation}"
