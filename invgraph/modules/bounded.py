@@ -39,7 +39,12 @@ class _Parts(NamedTuple):
 
 def _as_bound(owner: str, name: str, value: Bound, shape: Shape) -> Tensor:
     """``value`` as a tensor of the input shape, checked broadcastable and not NaN."""
-    tensor = torch.as_tensor(value).detach().to("cpu", torch.get_default_dtype())
+    # float64, whatever the default dtype: a bound rounded to float32 at construction (0.3 to
+    # 0.30000001) would let float64 samples past the bound the user gave
+    if isinstance(value, Tensor):
+        tensor = value.detach().to("cpu", torch.float64)
+    else:
+        tensor = torch.as_tensor(value, dtype=torch.float64)
     try:
         broadcast: tuple[int, ...] | None = tuple(torch.broadcast_shapes(tensor.shape, shape))
     except RuntimeError:

@@ -347,3 +347,11 @@ def test_circular_starts_as_the_identity_with_zero_subnetworks():
     (y,), log_det = block((x,))
     torch.testing.assert_close(y, x)
     torch.testing.assert_close(log_det, torch.zeros(10, dtype=torch.float64))
+
+
+def test_float64_samples_respect_bounds_given_as_python_floats():
+    # 0.3 rounded to float32 is 0.30000001: bounds kept in float32 let float64 samples past it
+    box = BoundedSupport([(1,)], low=0.1, high=0.3).double()
+    z = torch.tensor([[40.0], [1e3], [-1e3], [-40.0]], dtype=torch.float64)
+    (x,), _ = box((z,), rev=True)
+    assert torch.all(x <= 0.3) and torch.all(x >= 0.1), x.flatten().tolist()
