@@ -117,14 +117,17 @@ def autograd_log_det(block: nn.Module, v: torch.Tensor, rev: bool) -> torch.Tens
 
 def test_log_det_matches_autograd_in_both_directions():
     block = mixed_block()
+    # z = 20: deep in the tails, yet no element on its bound (the narrow box at 1e3 is
+    # 1e-2 * e^-20 = 2e-11 from it); on a bound the guard's clamp decides the autograd
+    # reference, and torch versions differ there (2.14 halves the gradient at equality)
     z = torch.cat(
-        [torch.randn(6, len(LOW), dtype=torch.float64) * 3, torch.full((1, len(LOW)), 30.0)]
+        [torch.randn(6, len(LOW), dtype=torch.float64) * 3, torch.full((1, len(LOW)), 20.0)]
     )
     (x,), inverse_log_det = block((z,), rev=True)
     torch.testing.assert_close(
         inverse_log_det, autograd_log_det(block, z, rev=True), rtol=1e-10, atol=1e-10
     )
-    x = x[:6]  # z = 30: the narrow box at 1e3 is within rounding of its bound
+    x = x[:6]  # z = 20: the narrow box's value is within 1e-2 relative rounding of its bound
     (z_back,), log_det = block((x,))
     torch.testing.assert_close(
         log_det, autograd_log_det(block, x, rev=False), rtol=1e-10, atol=1e-10
