@@ -533,3 +533,16 @@ def test_called_directly_with_the_wrong_conditions_or_numpy_it_says_so():
         flow((torch.randn(4, 2),))
     with pytest.raises(InvGraphError, match=r"flow_matching_loss: x must be a tensor, got ndarray"):
         flow_matching_loss(flow, np.zeros((4, 2), dtype=np.float32), (torch.randn(4, 3),))
+
+
+def test_a_continuous_flow_on_one_branch_after_haar_and_a_split():
+    # Haar downsampling, a split of the channels, a continuous flow on one half only
+    x = ig.InputNode(1, 4, 4, name="x")
+    haar = ig.Node(x, ig.HaarDownsampling, name="haar")  # (4, 2, 2)
+    split = ig.Node(haar, ig.Split, {"section_sizes": [1, 3]}, name="split")
+    cnf = ig.Node(split.out1, ig.ContinuousFlow, {"hidden": (8,), "steps": 8}, name="cnf")
+    concat = ig.Node([split.out0, cnf.out0], ig.Concat, name="concat")
+    inn = ig.GraphINN([x, haar, split, cnf, concat, ig.OutputNode(concat, name="z")])
+    check_block(inn).assert_ok()
+    (flow,) = [m for m in inn.modules() if isinstance(m, ContinuousFlow)]
+    assert flow.dims_in == [(3, 2, 2)]
