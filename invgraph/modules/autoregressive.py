@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -78,6 +79,10 @@ class AutoregressiveBlock(InvertibleModule):
             autoregression; conditions are vectors or maps of the input's spatial shape).
     """
 
+    #: Whether the inverse maps only the feature that each pass makes exact: worth it where
+    #: the element-wise map costs more than picking and placing one column (splines).
+    _one_feature_per_pass: ClassVar[bool] = False
+
     def __init__(
         self,
         dims_in: Sequence[Shape],
@@ -113,10 +118,6 @@ class AutoregressiveBlock(InvertibleModule):
             raise InvGraphError(f"{name}: {err}") from None
         self.features = features
         self.inverse_autoregressive = bool(inverse_autoregressive)
-
-    _one_feature_per_pass = False
-    """Whether the inverse maps only the feature that each pass makes exact: worth it where
-    the element-wise map costs more than picking and placing one column (splines)."""
 
     def _transform(self, a: Tensor, parameters: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -369,7 +370,7 @@ class MaskedRationalQuadraticAutoregressive(AutoregressiveBlock):
         self.min_bin_sizes = (float(min_bin_sizes[0]), float(min_bin_sizes[1]))
         self.min_derivative = float(min_derivative)
 
-    _one_feature_per_pass = True
+    _one_feature_per_pass: ClassVar[bool] = True
 
     def _transform(self, a: Tensor, parameters: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         k = self.bins
