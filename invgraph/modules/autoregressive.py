@@ -337,6 +337,8 @@ class MaskedRationalQuadraticAutoregressive(AutoregressiveBlock):
         (True, tensor(True))
     """
 
+    _one_feature_per_pass = True  # a spline costs more than placing one column
+
     def __init__(
         self,
         dims_in: Sequence[Shape],
@@ -369,8 +371,6 @@ class MaskedRationalQuadraticAutoregressive(AutoregressiveBlock):
         self.bins, self.bound = int(bins), float(bound)
         self.min_bin_sizes = (float(min_bin_sizes[0]), float(min_bin_sizes[1]))
         self.min_derivative = float(min_derivative)
-
-    _one_feature_per_pass: ClassVar[bool] = True
 
     def _transform(self, a: Tensor, parameters: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         k = self.bins
